@@ -1,0 +1,26 @@
+//! pgscale: a Postgres scaling proxy.
+//!
+//! Module map:
+//! - [`config`]: the TOML config, its validation (`pgscale check`).
+//! - [`listener`]: accepting clients, graceful shutdown.
+//! - [`session`]: one client from login to goodbye; transaction pooling, prepared statements and
+//!   session settings carried across server connections.
+//! - [`protocol`]: wire frames, startup packets, client authentication (SCRAM, md5, trust).
+//! - [`pool`]: server connections and their pools.
+//! - [`router`]: what statements do (for now: which change session state).
+//! - [`cancel`]: routing cancel requests to the right server.
+//! - [`error`]: the errors clients see, with their SQLSTATEs.
+//! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
+//! - [`demo`]: `pgscale demo`.
+#![deny(clippy::unwrap_used)]
+
+pub mod cancel;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listener;
+pub mod local_cluster;
+pub mod pool;
+pub mod protocol;
+pub mod router;
+pub mod session;

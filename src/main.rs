@@ -1,0 +1,137 @@
+//! The `pgscale` command line: serve, check, demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgscale::config::{Config, LoadError};
+
+#[derive(Parser)]
+#[command(
+    name = "pgscale",
+    version,
+    about = "A Postgres scaling proxy: pooling, read/write splitting, sharding"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        #[arg(long, default_value = "config/shards.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every problem (exit 2 when invalid).
+    Check {
+        #[arg(long, default_value = "config/shards.toml")]
+        config: PathBuf,
+    },
+    /// Start a local Postgres and the proxy in front of it; Ctrl-C stops both.
+    Demo {
+        /// Port for the proxy.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo(port))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgscale: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} user(s), {} shard(s), {:?} pooling on {})",
+                path.display(),
+                config.users.len(),
+                config.shards.len(),
+                config.pool.mode,
+                config.listen.address
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid { path, source }) => {
+            eprintln!("{path}: {} problem(s):", source.problems.len());
+            for problem in &source.problems {
+                eprintln!("  {problem}");
+            }
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let proxy = pgscale::listener::start(config).await?;
+    wait_for_signal().await?;
+    proxy.shutdown().await;
+    Ok(())
+}
+
+async fn demo(port: u16) -> anyhow::Result<()> {
+    let demo = pgscale::demo::start(port).await?;
+    for line in &demo.lines {
+        println!("{line}");
+    }
+    println!("pgscale demo is running; Ctrl-C stops it and every server it started.");
+    let waited = wait_for_signal().await;
+    demo.stop().await;
+    waited
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Server connection pools: one per (backend, database, user), bounded by a semaphore, with idle
+//! connections checked before reuse and a janitor that retires old ones.
+
+pub mod server;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{BackendAddr, PoolConfig};
+use server::{ConnectSpec, ServerConn, ServerError};
+
+/// Parameter names and values, as `ParameterStatus` reports them.
+pub type ParameterList = Vec<(String, String)>;
+
+/// Identifies a pool: which server, which database, which login.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: Arc<BackendAddr>,
+    pub database: String,
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.user, self.database, self.addr)
+    }
+}
+
+/// Why no server connection was handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection free within {waited:?} (pool_size = {size})")]
+    Timeout { waited: Duration, size: usize },
+    #[error(transparent)]
+    Connect(#[from] ServerError),
+    #[error("pool is closed")]
+    Closed,
+}
+
+/// Sizes and timeouts of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub min_idle: usize,
+    pub checkout_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+}
+
+impl PoolSettings {
+    pub fn from_config(config: &PoolConfig, size_override: Option<usize>) -> Self {
+        PoolSettings {
+            size: size_override.unwrap_or(config.pool_size),
+            min_idle: config.min_idle,
+            checkout_timeout: config.checkout_timeout(),
+            idle_timeout: config.idle_timeout(),
+            max_lifetime: config.max_lifetime(),
+        }
+    }
+}
+
+/// Connections to one (backend, database, user).
+pub struct Pool {
+    pub key: PoolKey,
+    spec: ConnectSpec,
+    settings: PoolSettings,
+    permits: Arc<Semaphore>,
+    /// Idle connections, most recently used last (reused first, so old ones age out).
+    idle: Mutex<Vec<ServerConn>>,
+    /// Connections open (idle + checked out).
+    open: AtomicUsize,
+    /// Server-side statement names that some connection of this pool prepared without error.
+    validated: DashMap<Arc<str>, ()>,
+    /// What clients with given startup settings (by fingerprint) are told at login, learnt from the
+    /// first such login, so later ones need no server connection.
+    logins: DashMap<u64, Arc<ParameterList>>,
+}
+
+/// Distinct startup-setting combinations remembered per pool.
+const MAX_LOGIN_CACHE: usize = 1_000;
+
+/// A checked-out server connection. Dropping it closes the connection (the safe default for anything
+/// dirty); [`PooledConn::release`] returns a clean one to the pool.
+pub struct PooledConn {
+    /// Always `Some` until `release` takes it.
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("connection present until released")
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("connection present until released")
+    }
+}
+
+impl PooledConn {
+    /// Gives a clean, idle connection back for reuse.
+    pub fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        conn.last_used = Instant::now();
+        if conn.created.elapsed() >= self.pool.settings.max_lifetime
+            || self.pool.permits.is_closed()
+        {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            idle.push(conn);
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if self.conn.take().is_some() {
+            self.pool.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, spec: ConnectSpec, settings: PoolSettings) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            spec,
+            permits: Arc::new(Semaphore::new(settings.size)),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            validated: DashMap::new(),
+            logins: DashMap::new(),
+        })
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Waits up to `checkout_timeout` for a connection, replacing idle ones that died meanwhile.
+    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(CheckoutError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let wait = self.permits.clone().acquire_owned();
+                match tokio::time::timeout(self.settings.checkout_timeout, wait).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(CheckoutError::Closed),
+                    Err(_) => {
+                        return Err(CheckoutError::Timeout {
+                            waited: self.settings.checkout_timeout,
+                            size: self.settings.size,
+                        })
+                    }
+                }
+            }
+        };
+        while let Some(conn) = self.pop_idle() {
+            if conn.created.elapsed() < self.settings.max_lifetime && conn.looks_alive() {
+                return Ok(PooledConn {
+                    conn: Some(conn),
+                    pool: self.clone(),
+                    _permit: permit,
+                });
+            }
+            tracing::debug!(pool = %self.key, pid = conn.pid, "dropping dead or expired idle server connection");
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let conn = self.connect().await?;
+        Ok(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    fn pop_idle(&self) -> Option<ServerConn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    async fn connect(&self) -> Result<ServerConn, ServerError> {
+        let conn = ServerConn::connect(&self.spec).await?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(pool = %self.key, pid = conn.pid, "opened server connection");
+        Ok(conn)
+    }
+
+    /// The `ParameterStatus` list for clients whose startup settings have this fingerprint, if known.
+    pub fn login_params(&self, fingerprint: u64) -> Option<Arc<ParameterList>> {
+        self.logins.get(&fingerprint).map(|p| p.clone())
+    }
+
+    pub fn remember_login_params(&self, fingerprint: u64, params: ParameterList) {
+        if self.logins.len() >= MAX_LOGIN_CACHE {
+            self.logins.clear();
+        }
+        self.logins.insert(fingerprint, Arc::new(params));
+    }
+
+    /// Records that a statement prepares without error on this pool's database.
+    pub fn mark_validated(&self, server_name: &Arc<str>) {
+        if !self.validated.contains_key(server_name) {
+            self.validated.insert(server_name.clone(), ());
+        }
+    }
+
+    /// Whether a statement is known to prepare without error here, so a client's `Parse` can be
+    /// answered before any server connection is free (the real `Parse` goes out at first use).
+    pub fn is_validated(&self, server_name: &str) -> bool {
+        self.validated.contains_key(server_name)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    /// Closes idle connections past `idle_timeout` (above `min_idle`) or `max_lifetime`, then opens
+    /// connections up to `min_idle`.
+    pub async fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let retired = {
+            let Ok(mut idle) = self.idle.lock() else {
+                return;
+            };
+            let before = idle.len();
+            let mut keep = Vec::with_capacity(before);
+            let mut surplus = before.saturating_sub(self.settings.min_idle);
+            // Oldest-used first, so the ones dropped for idleness are the coldest.
+            for conn in idle.drain(..) {
+                let too_old = now.duration_since(conn.created) >= self.settings.max_lifetime;
+                let too_idle =
+                    surplus > 0 && now.duration_since(conn.last_used) >= self.settings.idle_timeout;
+                if too_old || too_idle || !conn.looks_alive() {
+                    surplus = surplus.saturating_sub(1);
+                } else {
+                    keep.push(conn);
+                }
+            }
+            *idle = keep;
+            before - idle.len()
+        };
+        if retired > 0 {
+            self.open.fetch_sub(retired, Ordering::Relaxed);
+            tracing::debug!(pool = %self.key, retired, "closed idle server connections");
+        }
+        while self.idle_connections() < self.settings.min_idle {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            match self.connect().await {
+                Ok(conn) => PooledConn {
+                    conn: Some(conn),
+                    pool: self.clone(),
+                    _permit: permit,
+                }
+                .release(),
+                Err(e) => {
+                    tracing::warn!(pool = %self.key, error = %e, "cannot open min_idle connection");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Refuses new checkouts and closes idle connections.
+    pub fn close(&self) {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            let n = idle.len();
+            idle.clear();
+            self.open.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every pool of the running proxy, created on first use.
+#[derive(Default)]
+pub struct Pools {
+    pools: DashMap<PoolKey, Arc<Pool>>,
+}
+
+impl Pools {
+    /// The pool for `key`, created with `make` if it does not exist yet.
+    pub fn get_or_create(
+        &self,
+        key: PoolKey,
+        make: impl FnOnce(&PoolKey) -> Arc<Pool>,
+    ) -> Arc<Pool> {
+        if let Some(pool) = self.pools.get(&key) {
+            return pool.clone();
+        }
+        let pool = make(&key);
+        self.pools.entry(key).or_insert(pool).clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools.iter().map(|p| p.value().clone()).collect()
+    }
+
+    /// Runs [`Pool::maintain`] on every pool once per `period` until `stop` fires.
+    pub async fn run_janitor(
+        self: Arc<Self>,
+        period: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    for pool in self.all() {
+                        pool.maintain().await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn close_all(&self) {
+        for pool in self.all() {
+            pool.close();
+        }
+    }
+}

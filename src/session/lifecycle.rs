@@ -1,0 +1,152 @@
+//! Getting and giving back server connections, and ending a session without leaving a server dirty.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::{EndReason, Flow, Session};
+use crate::config::PoolMode;
+use crate::error::ClientError;
+use crate::pool::server::{send_cancel, ServerError};
+use crate::pool::{CheckoutError, Pool};
+
+/// A server connection holding more prepared statements than this is closed rather than reused.
+const MAX_PREPARED_PER_SERVER: usize = 2_000;
+
+/// Clean-up queries on a connection being given back must finish within this.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the session could not get a usable server connection.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AttachError {
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    #[error("applying session settings failed: {0}")]
+    Settings(ServerError),
+}
+
+impl AttachError {
+    /// The server's own error, passed to the client verbatim (wrong database, bad setting value, …).
+    pub(super) fn server_frame(&self) -> Option<&BytesMut> {
+        match self {
+            AttachError::Checkout(CheckoutError::Connect(e)) | AttachError::Settings(e) => {
+                e.server_frame()
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn client_error(&self, pool: &Pool) -> ClientError {
+        match self {
+            AttachError::Checkout(CheckoutError::Timeout { waited, size }) => {
+                ClientError::PoolTimeout {
+                    pool: pool.key.to_string(),
+                    waited_ms: waited.as_millis() as u64,
+                    size: *size,
+                }
+            }
+            AttachError::Checkout(CheckoutError::Closed) => ClientError::ShuttingDown,
+            AttachError::Checkout(CheckoutError::Connect(e)) | AttachError::Settings(e) => {
+                ClientError::ServerUnavailable {
+                    backend: pool.key.addr.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Checks out a server connection and brings its session settings in line with this client's.
+    pub(super) async fn attach_server(&mut self) -> Result<(), AttachError> {
+        let mut conn = self.pool.checkout().await?;
+        if let Some(sql) = self.params.sync_sql(&conn.applied) {
+            match conn.run_hidden(&sql).await {
+                Ok(_) => self.params.mark_applied(&mut conn.applied),
+                Err(e) => return Err(AttachError::Settings(e)),
+            }
+        }
+        self.cancel_slot.set(Some(conn.cancel_key()));
+        self.status = b'I';
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    /// Gives the (idle, clean) server connection back to its pool.
+    pub(super) fn release_server(&mut self) {
+        let Some(conn) = self.server.take() else {
+            return;
+        };
+        self.cancel_slot.set(None);
+        if self.server_prepared_unknown || conn.prepared.len() > MAX_PREPARED_PER_SERVER {
+            drop(conn);
+        } else {
+            conn.release();
+        }
+        self.server_prepared_unknown = false;
+        self.copy_in = false;
+        self.server_skip = 0;
+        if self.server_buf.is_empty() {
+            self.server_buf = BytesMut::new();
+        }
+    }
+
+    /// The server connection broke: the client's session cannot go on.
+    pub(super) async fn server_lost(&mut self, what: &str) -> Flow {
+        let backend = self.pool.key.addr.to_string();
+        tracing::warn!(%backend, what, "server connection lost");
+        self.server = None;
+        self.cancel_slot.set(None);
+        let mut out = BytesMut::new();
+        ClientError::ServerLost {
+            backend,
+            reason: what.to_string(),
+        }
+        .write(&mut out);
+        let _ = self.client.write_all(&out).await;
+        Flow::End(EndReason::ServerLost)
+    }
+
+    /// Ends the session: the server connection goes back clean or is closed; never handed on dirty.
+    pub(super) async fn goodbye(&mut self, reason: EndReason) {
+        self.shared.cancels.unregister(self.pid, self.secret);
+        if reason == EndReason::Shutdown {
+            let mut out = BytesMut::new();
+            ClientError::ShuttingDown.write(&mut out);
+            let _ = self.client.write_all(&out).await;
+        }
+        let _ = self.client.shutdown().await;
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
+        self.cancel_slot.set(None);
+        if !self.pending.is_empty() || self.server_skip > 0 || !self.server_buf.is_empty() {
+            // A query is still running: stop it and close; Postgres rolls back on disconnect.
+            let key = conn.cancel_key();
+            drop(conn);
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, send_cancel(&key)).await;
+            return;
+        }
+        let mut cleanup = Vec::new();
+        if self.status != b'I' {
+            cleanup.push("ROLLBACK");
+        }
+        if self.mode == PoolMode::Session {
+            cleanup.push("DISCARD ALL");
+        }
+        for sql in cleanup {
+            let done = tokio::time::timeout(CLEANUP_TIMEOUT, conn.run_hidden(sql)).await;
+            match done {
+                Ok(Ok(result)) if result.status == b'I' => {}
+                _ => return, // dropping closes the connection
+            }
+        }
+        if self.mode == PoolMode::Session {
+            conn.applied.clear();
+            conn.prepared.clear();
+        }
+        self.server = Some(conn);
+        self.release_server();
+    }
+}

@@ -1,0 +1,187 @@
+//! One client connection from startup to goodbye: authentication, the run loop that moves frames
+//! between the client and whichever server connection it holds, and clean-up.
+//!
+//! Split by concern: `startup` (login and the first `ReadyForQuery`), `client_side` (frames from the
+//! client), `server_side` (frames from the server), `lifecycle` (checkout, release, goodbye).
+
+mod client_side;
+mod lifecycle;
+pub mod params;
+pub mod pending;
+pub mod prepared;
+mod server_side;
+mod startup;
+
+use std::sync::atomic::AtomicI32;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::cancel::{CancelRegistry, CancelSlot};
+use crate::config::{Config, PoolMode};
+use crate::pool::{Pool, PooledConn, Pools};
+use crate::router::session_ops::SessionOp;
+use params::ClientParams;
+use pending::Pending;
+use prepared::{ClientStatements, StatementRegistry};
+
+/// What every session shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub pools: Arc<Pools>,
+    pub statements: StatementRegistry,
+    pub cancels: CancelRegistry,
+    /// Fires when the proxy starts shutting down: idle clients are told and disconnected.
+    pub shutdown: CancellationToken,
+    /// Fires when the shutdown timeout has passed: every session ends now.
+    pub hard_stop: CancellationToken,
+    /// Process ids handed to clients in transaction mode (they never match a real server).
+    pub next_pid: AtomicI32,
+}
+
+impl Shared {
+    pub fn new(
+        config: Arc<Config>,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            pools: Arc::new(Pools::default()),
+            statements: StatementRegistry::default(),
+            cancels: CancelRegistry::default(),
+            shutdown,
+            hard_stop,
+            next_pid: AtomicI32::new(1_000_000),
+        })
+    }
+}
+
+/// How a session ended (for the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    ClientTerminated,
+    ClientGone,
+    ServerLost,
+    ProtocolError,
+    Shutdown,
+    StartupFailed,
+    Cancel,
+}
+
+/// Whether the run loop goes on.
+pub(crate) enum Flow {
+    Continue,
+    End(EndReason),
+}
+
+/// A logged-in client.
+pub(crate) struct Session {
+    client: TcpStream,
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    /// Rewrite statement names (transaction mode): clients share server connections.
+    rename_statements: bool,
+    max_message: usize,
+    server: Option<PooledConn>,
+    params: ClientParams,
+    statements: ClientStatements,
+    pending: Pending,
+    /// Bytes read from the client, not yet a whole frame.
+    client_buf: BytesMut,
+    /// Bytes read from the server, not yet handled.
+    server_buf: BytesMut,
+    to_server: BytesMut,
+    to_client: BytesMut,
+    /// Bytes of the server frame being streamed through that are still to come.
+    server_skip: usize,
+    /// Transaction status from the server's last `ReadyForQuery`.
+    status: u8,
+    /// The server is in COPY FROM STDIN: it ignores Sync and Flush until CopyDone or CopyFail.
+    copy_in: bool,
+    /// After an error the proxy raised itself, client frames are dropped until `Sync`.
+    ignore_till_sync: bool,
+    /// Session changes sent but not yet committed.
+    inflight_ops: Vec<SessionOp>,
+    /// An error reached the client since the in-flight changes were sent.
+    saw_error: bool,
+    /// Session changes of the last unnamed statement and of the unnamed portal.
+    unnamed_ops: Vec<SessionOp>,
+    portal_ops: Vec<SessionOp>,
+    /// The server's prepared statements are no longer known (`DEALLOCATE ALL`): close it on release.
+    server_prepared_unknown: bool,
+    cancel_slot: Arc<CancelSlot>,
+    pid: i32,
+    secret: i32,
+    shutting_down: bool,
+}
+
+/// Serves one client connection until it ends. Never panics on client or server input.
+pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = stream.peer_addr().ok();
+    let started = std::time::Instant::now();
+    let _ = stream.set_nodelay(true);
+    let mut session = match startup::login(stream, &shared).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return,
+        Err(reason) => {
+            tracing::debug!(?peer, ?reason, "client startup ended");
+            return;
+        }
+    };
+    let reason = session.run_loop().await;
+    session.goodbye(reason).await;
+    tracing::info!(
+        ?peer,
+        user = %session.pool.key.user,
+        database = %session.pool.key.database,
+        ?reason,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "client disconnected"
+    );
+}
+
+impl Session {
+    async fn run_loop(&mut self) -> EndReason {
+        let shutdown = self.shared.shutdown.clone();
+        let hard_stop = self.shared.hard_stop.clone();
+        loop {
+            if self.shutting_down && self.is_idle() {
+                return EndReason::Shutdown;
+            }
+            let flow = tokio::select! {
+                _ = hard_stop.cancelled() => Flow::End(EndReason::Shutdown),
+                _ = shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                    Flow::Continue
+                }
+                ready = self.client.readable() => match ready {
+                    Ok(()) => self.on_client_readable().await,
+                    Err(_) => Flow::End(EndReason::ClientGone),
+                },
+                ready = server_readable(&self.server) => match ready {
+                    Ok(()) => self.on_server_readable().await,
+                    Err(_) => self.server_lost("connection error").await,
+                },
+            };
+            if let Flow::End(reason) = flow {
+                return reason;
+            }
+        }
+    }
+
+    /// No transaction open and nothing owed to the client: a safe moment to stop.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.status == b'I' && self.client_buf.is_empty()
+    }
+}
+
+async fn server_readable(server: &Option<PooledConn>) -> std::io::Result<()> {
+    match server {
+        Some(conn) => conn.stream.readable().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,283 @@
+//! Session settings a client expects (its startup parameters plus the `SET`s it made), what a server
+//! connection currently has, and the SQL that brings a server in line with a client.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::router::session_ops::SessionOp;
+
+/// One setting's value, in the form it must be replayed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ParamValue {
+    /// A startup parameter: a string parsed as in the startup packet (`set_config`).
+    Startup(Arc<str>),
+    /// A `SET` statement, replayed verbatim.
+    Sql(Arc<str>),
+}
+
+/// What a client wants its session to look like.
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    startup: BTreeMap<String, ParamValue>,
+    sets: BTreeMap<String, ParamValue>,
+    fingerprint: u64,
+}
+
+/// What the proxy has applied to a server connection (beyond the server's own defaults).
+#[derive(Debug, Clone, Default)]
+pub struct AppliedParams {
+    values: BTreeMap<String, ParamValue>,
+    fingerprint: u64,
+}
+
+/// Startup packet keys that are not session settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+
+impl ClientParams {
+    /// From the startup packet's parameters and the settings in its `options`.
+    pub fn from_startup(params: &[(String, String)], options: &[(String, String)]) -> ClientParams {
+        let mut startup = BTreeMap::new();
+        let settings = params
+            .iter()
+            .filter(|(n, _)| !NOT_SETTINGS.contains(&n.as_str()) && !n.starts_with("_pq_."))
+            .chain(options.iter());
+        for (name, value) in settings {
+            startup.insert(
+                name.to_ascii_lowercase(),
+                ParamValue::Startup(Arc::from(value.as_str())),
+            );
+        }
+        let mut out = ClientParams {
+            startup,
+            sets: BTreeMap::new(),
+            fingerprint: 0,
+        };
+        out.refresh();
+        out
+    }
+
+    /// Identifies this set of settings (equal settings, equal fingerprint).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    pub fn has_startup_settings(&self) -> bool {
+        !self.startup.is_empty()
+    }
+
+    fn desired(&self) -> BTreeMap<&String, &ParamValue> {
+        let mut out: BTreeMap<&String, &ParamValue> = self.startup.iter().collect();
+        out.extend(self.sets.iter());
+        out
+    }
+
+    fn refresh(&mut self) {
+        self.fingerprint = fingerprint(self.desired().into_iter());
+    }
+
+    /// Whether `applied` already matches this client (the cheap check done at every checkout).
+    pub fn matches(&self, applied: &AppliedParams) -> bool {
+        self.fingerprint == applied.fingerprint
+    }
+
+    /// Records committed session changes for the client and for the server that ran them. Returns true
+    /// when the server now differs from what the client expects (a `RESET` went back to the server's
+    /// default, not the client's startup value), so a resync is due.
+    pub fn commit(&mut self, ops: &[SessionOp], applied: &mut AppliedParams) -> bool {
+        for op in ops {
+            match op {
+                SessionOp::Set { name, statement } => {
+                    let value = ParamValue::Sql(statement.clone());
+                    self.sets.insert(name.clone(), value.clone());
+                    applied.values.insert(name.clone(), value);
+                }
+                SessionOp::Reset { name } => {
+                    self.sets.remove(name);
+                    applied.values.remove(name);
+                }
+                SessionOp::ResetAll | SessionOp::DiscardAll => {
+                    self.sets.clear();
+                    applied.values.clear();
+                }
+                SessionOp::DeallocateAll => {}
+            }
+        }
+        self.refresh();
+        applied.refresh();
+        !self.matches(applied)
+    }
+
+    /// SQL that turns `applied` into this client's settings, or `None` when nothing differs. Call
+    /// [`ClientParams::mark_applied`] once it has run.
+    pub fn sync_sql(&self, applied: &AppliedParams) -> Option<String> {
+        if self.matches(applied) {
+            return None;
+        }
+        let desired = self.desired();
+        let mut sql = String::new();
+        for name in applied.values.keys() {
+            if !desired.contains_key(name) {
+                sql.push_str(&reset_sql(name));
+            }
+        }
+        for (name, value) in &desired {
+            if applied.values.get(*name) == Some(*value) {
+                continue;
+            }
+            match value {
+                ParamValue::Startup(v) => sql.push_str(&format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    quote_literal(name),
+                    quote_literal(v)
+                )),
+                ParamValue::Sql(statement) => {
+                    sql.push_str(statement);
+                    sql.push(';');
+                }
+            }
+        }
+        Some(sql)
+    }
+
+    /// Records that `sync_sql` ran on the server with `applied`.
+    pub fn mark_applied(&self, applied: &mut AppliedParams) {
+        applied.values = self
+            .desired()
+            .into_iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        applied.fingerprint = self.fingerprint;
+    }
+}
+
+impl AppliedParams {
+    fn refresh(&mut self) {
+        self.fingerprint = fingerprint(self.values.iter());
+    }
+
+    /// The server forgot everything the proxy applied (`DISCARD ALL` on release).
+    pub fn clear(&mut self) {
+        self.values.clear();
+        self.refresh();
+    }
+}
+
+fn fingerprint<'a>(entries: impl Iterator<Item = (&'a String, &'a ParamValue)>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    let mut any = false;
+    for (name, value) in entries {
+        any = true;
+        name.hash(&mut hasher);
+        value.hash(&mut hasher);
+    }
+    if any {
+        hasher.finish()
+    } else {
+        0
+    }
+}
+
+/// A string literal that is right whatever `standard_conforming_strings` says: dollar quoting.
+pub fn quote_literal(value: &str) -> String {
+    if !value.contains(['\'', '\\']) {
+        return format!("'{value}'");
+    }
+    let mut tag = String::from("$q$");
+    while value.contains(&tag) {
+        tag.insert(2, 'q');
+    }
+    format!("{tag}{value}{tag}")
+}
+
+/// `RESET` for a setting name, including the pseudo-name used for `SET SESSION CHARACTERISTICS`.
+fn reset_sql(name: &str) -> String {
+    if name == "session_characteristics" {
+        return "RESET default_transaction_isolation;RESET default_transaction_read_only;\
+                RESET default_transaction_deferrable;"
+            .to_string();
+    }
+    format!("RESET {};", quote_ident(name))
+}
+
+fn quote_ident(name: &str) -> String {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientParams {
+        ClientParams::from_startup(
+            &[
+                ("user".into(), "u".into()),
+                ("application_name".into(), "app's".into()),
+            ],
+            &[("search_path".into(), "a, b".into())],
+        )
+    }
+
+    #[test]
+    fn fresh_server_gets_startup_settings() {
+        let c = client();
+        let mut applied = AppliedParams::default();
+        let sql = c.sync_sql(&applied).expect("differs");
+        assert!(
+            sql.contains("set_config('application_name', $q$app's$q$, false)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("set_config('search_path', 'a, b', false)"),
+            "{sql}"
+        );
+        assert!(!sql.contains("'user'"));
+        c.mark_applied(&mut applied);
+        assert!(c.matches(&applied));
+        assert_eq!(c.sync_sql(&applied), None);
+    }
+
+    #[test]
+    fn reset_returns_to_the_clients_startup_value() {
+        let mut c = client();
+        let mut applied = AppliedParams::default();
+        c.mark_applied(&mut applied);
+        let set = SessionOp::Set {
+            name: "search_path".into(),
+            statement: Arc::from("SET search_path TO x"),
+        };
+        assert!(!c.commit(&[set], &mut applied), "server ran the SET itself");
+        let reset = SessionOp::Reset {
+            name: "search_path".into(),
+        };
+        assert!(
+            c.commit(&[reset], &mut applied),
+            "server fell back to its own default"
+        );
+        let sql = c.sync_sql(&applied).expect("resync");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('search_path', 'a, b', false);"
+        );
+    }
+
+    #[test]
+    fn another_clients_settings_are_reset() {
+        let other = ClientParams::from_startup(&[("statement_timeout".into(), "5s".into())], &[]);
+        let mut applied = AppliedParams::default();
+        other.mark_applied(&mut applied);
+        let plain = ClientParams::from_startup(&[], &[]);
+        assert_eq!(
+            plain.sync_sql(&applied).as_deref(),
+            Some("RESET statement_timeout;")
+        );
+    }
+}

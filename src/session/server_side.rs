@@ -1,0 +1,198 @@
+//! Frames from the server: forwarded to the client as they come, in as few writes as possible. Only
+//! headers are read, except for the few frames whose contents matter (`ReadyForQuery`, errors,
+//! `ParameterStatus`); rows stream through without being decoded or buffered whole.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::pending::{Action, Event};
+use super::{EndReason, Flow, Session};
+use crate::config::PoolMode;
+use crate::protocol::codec;
+
+/// Read size from servers.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Postgres never sends frames above 1 GB.
+const MAX_SERVER_FRAME: usize = 1 << 30;
+
+/// Frames whose body the proxy reads; they are small, so they are waited for whole.
+fn needs_body(tag: u8) -> bool {
+    matches!(tag, b'Z' | b'E' | b'S' | b'G')
+}
+
+impl Session {
+    pub(super) async fn on_server_readable(&mut self) -> Flow {
+        let Some(server) = self.server.as_mut() else {
+            return Flow::Continue;
+        };
+        if self.server_buf.capacity() - self.server_buf.len() < 1024 {
+            self.server_buf.reserve(READ_CHUNK);
+        }
+        match server.stream.try_read_buf(&mut self.server_buf) {
+            Ok(0) => return self.server_lost("server closed the connection").await,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flow::Continue,
+            Err(e) => return self.server_lost(&e.to_string()).await,
+        }
+        let mut buf = std::mem::take(&mut self.server_buf);
+        let flow = self.process_server_bytes(&mut buf).await;
+        if buf.is_empty() && self.server.is_none() {
+            buf = BytesMut::new();
+        }
+        self.server_buf = buf;
+        flow
+    }
+
+    /// Handles the complete frames (and streamable parts) in `buf`, leaving the rest for the next read.
+    async fn process_server_bytes(&mut self, buf: &mut BytesMut) -> Flow {
+        let mut out = std::mem::take(&mut self.to_client);
+        let mut events = Vec::new();
+        let mut pos = 0;
+        let mut forward_from = 0;
+        let mut release = false;
+        while pos < buf.len() {
+            if self.server_skip > 0 {
+                let n = self.server_skip.min(buf.len() - pos);
+                pos += n;
+                self.server_skip -= n;
+                continue;
+            }
+            let (tag, total) = match codec::peek_header(&buf[pos..], MAX_SERVER_FRAME) {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(e) => {
+                    self.to_client = out;
+                    return self
+                        .server_lost(&format!("invalid message from server: {e}"))
+                        .await;
+                }
+            };
+            let available = buf.len() - pos;
+            if available < total {
+                if needs_body(tag) {
+                    break;
+                }
+                // Stream the start of a large frame now; the rest passes through as it arrives.
+                self.pending.on_frame(tag, &[], &mut events);
+                self.server_skip = total - available;
+                pos = buf.len();
+                continue;
+            }
+            let body = &buf[pos + codec::HEADER_LEN..pos + total];
+            let action = self.pending.on_frame(tag, body, &mut events);
+            match tag {
+                b'S' => {
+                    if let Some(server) = self.server.as_mut() {
+                        server.note_parameter_status(body);
+                    }
+                }
+                b'Z' => self.status = body.first().copied().unwrap_or(b'I'),
+                _ => {}
+            }
+            match action {
+                Action::Forward => {}
+                Action::Swallow => {
+                    out.extend_from_slice(&buf[forward_from..pos]);
+                    forward_from = pos + total;
+                }
+                Action::Replace(frame) => {
+                    out.extend_from_slice(&buf[forward_from..pos]);
+                    out.extend_from_slice(&frame);
+                    forward_from = pos + total;
+                }
+            }
+            let frame_start = pos;
+            pos += total;
+            self.apply_events(&mut events);
+            if self.pending.has_synthetic_front() {
+                out.extend_from_slice(&buf[forward_from..pos]);
+                forward_from = pos;
+                self.pending.drain_synthetic(&mut out);
+            }
+            if tag == b'Z' && self.pending.is_empty() {
+                if self.end_of_request().await {
+                    // Settings went back to server defaults: restore the client's before it sees Z.
+                    out.extend_from_slice(&buf[forward_from..frame_start]);
+                    forward_from = frame_start;
+                    if let Err(e) = self.resync(&mut out).await {
+                        self.to_client = out;
+                        return self.server_lost(&e).await;
+                    }
+                }
+                release = self.mode == PoolMode::Transaction && self.status == b'I';
+            }
+        }
+        let write = if out.is_empty() && forward_from == 0 {
+            self.client.write_all(&buf[..pos]).await
+        } else {
+            out.extend_from_slice(&buf[forward_from..pos]);
+            let result = self.client.write_all(&out).await;
+            out.clear();
+            result
+        };
+        buf.advance(pos);
+        self.to_client = out;
+        if write.is_err() {
+            return Flow::End(EndReason::ClientGone);
+        }
+        if release && buf.is_empty() && self.server_skip == 0 && self.pending.is_empty() {
+            self.release_server();
+        }
+        Flow::Continue
+    }
+
+    fn apply_events(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            match event {
+                Event::Error => {
+                    self.saw_error = true;
+                    self.copy_in = false;
+                }
+                Event::CopyIn => self.copy_in = true,
+                Event::Parsed(track) => self.pool.mark_validated(&track.statement.server_name),
+                Event::ParseFailed(track) => {
+                    if let Some(server) = self.server.as_mut() {
+                        server.prepared.remove(&track.statement.server_name);
+                    }
+                    if let Some(name) = &track.client_name {
+                        if !track.rename_error {
+                            self.statements.remove_if(name, &track.statement);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request finished (`ReadyForQuery`, nothing more owed). Commits or drops session changes;
+    /// returns true when the server's settings must be brought back to the client's.
+    async fn end_of_request(&mut self) -> bool {
+        if self.status != b'I' {
+            return false;
+        }
+        let ops = std::mem::take(&mut self.inflight_ops);
+        let failed = std::mem::replace(&mut self.saw_error, false);
+        if ops.is_empty() || failed {
+            return false;
+        }
+        match self.server.as_mut() {
+            Some(server) => self.params.commit(&ops, &mut server.applied),
+            None => false,
+        }
+    }
+
+    /// Re-applies the client's settings; the `ParameterStatus` this causes goes to the client.
+    async fn resync(&mut self, out: &mut BytesMut) -> Result<(), String> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let Some(sql) = self.params.sync_sql(&server.applied) else {
+            return Ok(());
+        };
+        let result = server.run_hidden(&sql).await.map_err(|e| e.to_string())?;
+        self.params.mark_applied(&mut server.applied);
+        out.extend_from_slice(&result.parameter_status);
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! Login: first packet, authentication, picking the pool, and telling the client its parameters, key
+//! and first `ReadyForQuery`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::params::ClientParams;
+use super::{EndReason, Session, Shared};
+use crate::config::{BackendAddr, PoolMode};
+use crate::error::ClientError;
+use crate::pool::server::ConnectSpec;
+use crate::pool::{Pool, PoolKey, PoolSettings};
+use crate::protocol::client_auth;
+use crate::protocol::codec;
+use crate::protocol::startup::{
+    parse_options, read_first_packet, FirstPacket, StartupError, StartupMessage,
+};
+
+/// Runs the startup phase. `Ok(None)` when the connection was only a cancel request.
+pub(super) async fn login(
+    mut client: TcpStream,
+    shared: &Arc<Shared>,
+) -> Result<Option<Session>, EndReason> {
+    let config = shared.config.clone();
+    let timeout = Duration::from_millis(config.listen.startup_timeout_ms);
+    let startup = match read_first_packet(&mut client, timeout).await {
+        Ok(FirstPacket::Cancel { pid, secret }) => {
+            shared.cancels.cancel(pid, secret).await;
+            return Ok(None);
+        }
+        Ok(FirstPacket::Startup(m)) => m,
+        Err(e) => {
+            let error = match e {
+                StartupError::Closed | StartupError::Io(_) => return Err(EndReason::ClientGone),
+                StartupError::Timeout => ClientError::StartupTimeout {
+                    ms: config.listen.startup_timeout_ms,
+                },
+                StartupError::UnsupportedProtocol { major, minor } => {
+                    ClientError::UnsupportedProtocol { major, minor }
+                }
+                other => ClientError::ProtocolViolation(other.to_string()),
+            };
+            return Err(refuse(&mut client, error).await);
+        }
+    };
+    let user_name = startup.get("user").unwrap_or_default().to_string();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user_name)
+        .to_string();
+    let options = match parse_options(startup.get("options").unwrap_or_default()) {
+        Ok(o) => o,
+        Err(e) => return Err(refuse(&mut client, ClientError::ProtocolViolation(e)).await),
+    };
+
+    negotiate_version(&mut client, &startup).await?;
+    let user = config.user(&user_name);
+    let auth = tokio::time::timeout(
+        timeout,
+        client_auth::authenticate(&mut client, &user_name, user),
+    )
+    .await;
+    match auth {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(refuse(&mut client, e).await),
+        Err(_) => {
+            let e = ClientError::StartupTimeout {
+                ms: config.listen.startup_timeout_ms,
+            };
+            return Err(refuse(&mut client, e).await);
+        }
+    }
+    let Some(user) = user else {
+        return Err(EndReason::StartupFailed);
+    };
+
+    let addr = match config.primary() {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            let e = ClientError::ServerUnavailable {
+                backend: "primary".into(),
+                reason: e,
+            };
+            return Err(refuse(&mut client, e).await);
+        }
+    };
+    let pool = pool_for(shared, addr, &database, user);
+    let params = ClientParams::from_startup(&startup.params, &options);
+    let mode = config.pool.mode;
+    let pid = match mode {
+        PoolMode::Transaction => shared.next_pid.fetch_add(1, Ordering::Relaxed),
+        PoolMode::Session => 0,
+    };
+    let mut session = Session {
+        client,
+        shared: shared.clone(),
+        pool,
+        mode,
+        rename_statements: mode == PoolMode::Transaction,
+        max_message: config.listen.max_message_size,
+        server: None,
+        params,
+        statements: Default::default(),
+        pending: Default::default(),
+        client_buf: BytesMut::new(),
+        server_buf: BytesMut::new(),
+        to_server: BytesMut::new(),
+        to_client: BytesMut::new(),
+        server_skip: 0,
+        status: b'I',
+        copy_in: false,
+        ignore_till_sync: false,
+        inflight_ops: Vec::new(),
+        saw_error: false,
+        unnamed_ops: Vec::new(),
+        portal_ops: Vec::new(),
+        server_prepared_unknown: false,
+        cancel_slot: Default::default(),
+        pid,
+        secret: 0,
+        shutting_down: false,
+    };
+    session.greet().await?;
+    Ok(Some(session))
+}
+
+/// Answers a request for a newer minor protocol version or `_pq_.` options with what we support.
+async fn negotiate_version(
+    client: &mut TcpStream,
+    startup: &StartupMessage,
+) -> Result<(), EndReason> {
+    let unknown: Vec<&str> = startup
+        .params
+        .iter()
+        .filter(|(n, _)| n.starts_with("_pq_."))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if startup.minor_version == 0 && unknown.is_empty() {
+        return Ok(());
+    }
+    let mut out = BytesMut::new();
+    let at = codec::begin(&mut out, b'v');
+    out.put_i32(0);
+    out.put_i32(unknown.len() as i32);
+    for name in unknown {
+        codec::put_cstr(&mut out, name.as_bytes());
+    }
+    codec::finish(&mut out, at);
+    client
+        .write_all(&out)
+        .await
+        .map_err(|_| EndReason::ClientGone)
+}
+
+fn pool_for(
+    shared: &Arc<Shared>,
+    addr: Arc<BackendAddr>,
+    database: &str,
+    user: &crate::config::UserConfig,
+) -> Arc<Pool> {
+    let key = PoolKey {
+        addr: addr.clone(),
+        database: database.to_string(),
+        user: user.server_user().to_string(),
+    };
+    let config = &shared.config;
+    shared.pools.get_or_create(key, |key| {
+        let spec = ConnectSpec {
+            addr,
+            user: key.user.clone(),
+            password: user.server_password().map(str::to_string),
+            database: key.database.clone(),
+            timeout: config.pool.connect_timeout(),
+        };
+        Pool::new(
+            key.clone(),
+            spec,
+            PoolSettings::from_config(&config.pool, user.pool_size),
+        )
+    })
+}
+
+/// Sends a fatal error during startup and ends the connection.
+async fn refuse(client: &mut TcpStream, error: ClientError) -> EndReason {
+    tracing::info!(error = %error, code = error.sqlstate(), "client refused at startup");
+    let mut out = BytesMut::new();
+    error.write(&mut out);
+    let _ = client.write_all(&out).await;
+    let _ = client.shutdown().await;
+    EndReason::StartupFailed
+}
+
+impl Session {
+    /// Applies the client's settings on a server (which also validates them and tells us how Postgres
+    /// spells their values), then sends `ParameterStatus`, `BackendKeyData` and `ReadyForQuery`.
+    async fn greet(&mut self) -> Result<(), EndReason> {
+        let cached = match self.mode {
+            PoolMode::Transaction => self.pool.login_params(self.params.fingerprint()),
+            PoolMode::Session => None,
+        };
+        let reported = match cached {
+            Some(list) => list.as_ref().clone(),
+            None => {
+                if let Err(error) = self.attach_server().await {
+                    let mut out = BytesMut::new();
+                    match error.server_frame() {
+                        Some(frame) => out.extend_from_slice(frame),
+                        None => error.client_error(&self.pool).write(&mut out),
+                    }
+                    let _ = self.client.write_all(&out).await;
+                    return Err(EndReason::StartupFailed);
+                }
+                let reported = self
+                    .server
+                    .as_ref()
+                    .map(|s| s.reported.clone())
+                    .unwrap_or_default();
+                self.pool
+                    .remember_login_params(self.params.fingerprint(), reported.clone());
+                if self.mode == PoolMode::Transaction {
+                    self.release_server();
+                }
+                reported
+            }
+        };
+        if self.mode == PoolMode::Session {
+            self.pid = self.server.as_ref().map_or(0, |s| s.pid);
+        }
+        let (secret, slot) = self.shared.cancels.register(self.pid);
+        self.secret = secret;
+        self.cancel_slot = slot;
+        if let Some(server) = &self.server {
+            self.cancel_slot.set(Some(server.cancel_key()));
+        }
+        let mut out = BytesMut::new();
+        for (name, value) in &reported {
+            codec::parameter_status(&mut out, name, value);
+        }
+        codec::backend_key_data(&mut out, self.pid, self.secret);
+        codec::ready_for_query(&mut out, b'I');
+        self.client
+            .write_all(&out)
+            .await
+            .map_err(|_| EndReason::ClientGone)
+    }
+}

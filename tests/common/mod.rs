@@ -1,0 +1,190 @@
+//! Test harness: a real Postgres per test (see `pgscale::local_cluster`) and the proxy in-process on a
+//! free port, plus small helpers for real clients (tokio-postgres, psql, pgbench, raw sockets).
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use pgscale::config::{
+    AuthMethod, Config, ListenConfig, PoolConfig, PoolMode, ShardConfig, UserConfig,
+};
+use pgscale::listener::{self, RunningProxy};
+use pgscale::local_cluster::{ClusterOptions, LocalPostgres, PgBinaries};
+use tokio_postgres::{Client, NoTls};
+
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+pub const SUPERUSER_PASSWORD: &str = "postgres";
+
+/// A Postgres server with an `app` role and database, and pgscale in front of it.
+pub struct Env {
+    pub pg: LocalPostgres,
+    pub proxy: Option<RunningProxy>,
+    pub port: u16,
+}
+
+/// Users every test config has: `app` (SCRAM), `md5user` (md5), `trustuser` (trust), `postgres`.
+pub fn test_users() -> Vec<UserConfig> {
+    vec![
+        user(APP_USER, Some(APP_PASSWORD), AuthMethod::ScramSha256),
+        user("md5user", Some("md5-secret"), AuthMethod::Md5),
+        UserConfig {
+            server_password: Some("trust-secret".into()),
+            ..user("trustuser", None, AuthMethod::Trust)
+        },
+        user(
+            "postgres",
+            Some(SUPERUSER_PASSWORD),
+            AuthMethod::ScramSha256,
+        ),
+    ]
+}
+
+pub fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> UserConfig {
+    UserConfig {
+        name: name.to_string(),
+        password: password.map(str::to_string),
+        scram_secret: None,
+        auth,
+        server_user: None,
+        server_password: None,
+        pool_size: None,
+    }
+}
+
+/// Starts Postgres (roles `app`, `md5user`, `trustuser`; database `app`) — blocking.
+pub fn start_postgres() -> LocalPostgres {
+    let options = ClusterOptions {
+        superuser_password: SUPERUSER_PASSWORD.to_string(),
+        ..ClusterOptions::default()
+    };
+    let pg = LocalPostgres::start(&options).expect("start postgres");
+    pg.psql(&format!(
+        "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}';\
+         CREATE ROLE md5user LOGIN PASSWORD 'md5-secret';\
+         CREATE ROLE trustuser LOGIN PASSWORD 'trust-secret';\
+         CREATE DATABASE {APP_USER} OWNER {APP_USER};\
+         GRANT ALL ON DATABASE {APP_USER} TO md5user, trustuser;"
+    ))
+    .expect("create roles");
+    pg
+}
+
+/// A config for `pg` with the proxy on a free port; tweak it before [`Env::start_with`].
+pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Config {
+    Config {
+        listen: ListenConfig {
+            address: "127.0.0.1:0".into(),
+            shutdown_timeout_ms: 5_000,
+            ..ListenConfig::default()
+        },
+        pool: PoolConfig {
+            mode,
+            pool_size,
+            checkout_timeout_ms: 10_000,
+            ..PoolConfig::default()
+        },
+        users: test_users(),
+        shards: vec![ShardConfig {
+            primary: format!("postgres://{}:{}", pg.host(), pg.port()),
+            replicas: Vec::new(),
+        }],
+    }
+}
+
+impl Env {
+    pub async fn start(mode: PoolMode, pool_size: usize) -> Env {
+        Env::start_with(|_| {}, mode, pool_size).await
+    }
+
+    pub async fn start_with(
+        tweak: impl FnOnce(&mut Config),
+        mode: PoolMode,
+        pool_size: usize,
+    ) -> Env {
+        let pg = tokio::task::spawn_blocking(start_postgres)
+            .await
+            .expect("join");
+        let mut config = config_for(&pg, mode, pool_size);
+        tweak(&mut config);
+        config.validate().expect("test config is valid");
+        let proxy = listener::start(config).await.expect("start proxy");
+        let port = proxy.local_addr.port();
+        Env {
+            pg,
+            proxy: Some(proxy),
+            port,
+        }
+    }
+
+    /// libpq-style connection string to the proxy.
+    pub fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
+            self.port
+        )
+    }
+
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The `app` user's URL through the proxy.
+    pub fn app_url(&self) -> String {
+        self.url(APP_USER, APP_PASSWORD, APP_USER)
+    }
+
+    /// Connects the `app` user through the proxy.
+    pub async fn app(&self) -> Client {
+        connect(&self.conn_str(APP_USER, APP_PASSWORD, APP_USER)).await
+    }
+
+    /// Connects as superuser straight to Postgres (to check from the server side).
+    pub async fn direct(&self) -> Client {
+        connect(&format!(
+            "host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} dbname=app",
+            self.pg.port()
+        ))
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.shutdown().await;
+        }
+    }
+}
+
+/// Connects with tokio-postgres and drives the connection in the background.
+pub async fn connect(conn_str: &str) -> Client {
+    try_connect(conn_str).await.expect("connect")
+}
+
+pub async fn try_connect(conn_str: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn_str, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// Path of a Postgres client binary (`psql`, `pgbench`) from `PG_BIN`.
+pub fn pg_tool(name: &str) -> std::path::PathBuf {
+    PgBinaries::from_env().dir.join(name)
+}
+
+/// Runs a command to completion off the async runtime.
+pub async fn run_command(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run command"))
+        .await
+        .expect("join")
+}
+
+pub type Shared<T> = Arc<T>;
