@@ -60,9 +60,10 @@ impl AttachError {
 impl Session {
     /// Checks out a server connection and brings its session settings in line with this client's.
     pub(super) async fn attach_server(&mut self) -> Result<(), AttachError> {
-        let mut conn = self.pool.checkout().await?;
+        // Boxed (here and below): rare, deep futures kept out of every idle session's state.
+        let mut conn = Box::pin(self.pool.checkout()).await?;
         if let Some(sql) = self.params.sync_sql(&conn.applied) {
-            match conn.run_hidden(&sql).await {
+            match Box::pin(conn.run_hidden(&sql)).await {
                 Ok(_) => self.params.mark_applied(&mut conn.applied),
                 Err(e) => return Err(AttachError::Settings(e)),
             }

@@ -124,7 +124,8 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
     let peer = stream.peer_addr().ok();
     let started = std::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    let mut session = match startup::login(stream, &shared).await {
+    // Boxed: login's large state is freed once it is done, so an idle client costs little memory.
+    let mut session = match Box::pin(startup::login(stream, &shared)).await {
         Ok(Some(session)) => session,
         Ok(None) => return,
         Err(reason) => {
@@ -133,7 +134,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     let reason = session.run_loop().await;
-    session.goodbye(reason).await;
+    Box::pin(session.goodbye(reason)).await;
     tracing::info!(
         ?peer,
         user = %session.pool.key.user,

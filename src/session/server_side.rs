@@ -115,7 +115,7 @@ impl Session {
                     // Settings went back to server defaults: restore the client's before it sees Z.
                     out.extend_from_slice(&buf[forward_from..frame_start]);
                     forward_from = frame_start;
-                    if let Err(e) = self.resync(&mut out).await {
+                    if let Err(e) = Box::pin(self.resync(&mut out)).await {
                         self.to_client = out;
                         return self.server_lost(&e).await;
                     }
@@ -190,7 +190,9 @@ impl Session {
         let Some(sql) = self.params.sync_sql(&server.applied) else {
             return Ok(());
         };
-        let result = server.run_hidden(&sql).await.map_err(|e| e.to_string())?;
+        let result = Box::pin(server.run_hidden(&sql))
+            .await
+            .map_err(|e| e.to_string())?;
         self.params.mark_applied(&mut server.applied);
         out.extend_from_slice(&result.parameter_status);
         Ok(())
