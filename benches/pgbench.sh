@@ -3,10 +3,10 @@
 # Prints a Markdown table (TPS, latency, ratios, proxy CPU per transaction) and memory per idle client.
 #
 #   benches/pgbench.sh [--duration S] [--clients "1 16 64"] [--rounds N] [--scale N] [--pool N]
-#                      [--idle-clients N] [--out FILE] [--no-pgbouncer]
+#                      [--idle-clients N] [--out FILE] [--no-pgbouncer] [--workers N (pgscale threads, 0 = cores)]
 set -euo pipefail
 
-DURATION=20 CLIENTS="1 16 64" ROUNDS=2 SCALE=10 POOL=20 IDLE=2000 OUT=bench-results.md USE_BOUNCER=1
+DURATION=20 CLIENTS="1 16 64" ROUNDS=2 SCALE=10 POOL=20 IDLE=2000 OUT=bench-results.md USE_BOUNCER=1 WORKERS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -17,7 +17,8 @@ while [ $# -gt 0 ]; do
     --idle-clients) IDLE=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-pgbouncer) USE_BOUNCER=0; shift ;;
-    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -30,6 +31,7 @@ PIDS=()
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
   [ -d "$WORK/data" ] && as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -57,6 +59,7 @@ cat > "$WORK/pgscale.toml" <<EOF
 [listen]
 address = "127.0.0.1:$PSPORT"
 max_client_conn = 20000
+workers = $WORKERS
 [pool]
 mode = "transaction"
 pool_size = $POOL
@@ -94,7 +97,9 @@ EOF
   as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
   PIDS+=("$!")
   wait_port "$BNPORT"
-  BNPID=$(pgrep -n -x pgbouncer)
+  BNPID=$(cat "$WORK/pgbouncer.pid")
+  # runuser applies the postgres user's (low) open-files limit; idle-client runs need more.
+  prlimit --pid "$BNPID" --nofile=65536:65536 2>/dev/null || true
 else
   echo "== PgBouncer not installed (apt-get install -y pgbouncer) or disabled: skipped"
 fi
@@ -145,7 +150,7 @@ sumcol() { [ -f "$1" ] || { echo "-"; return; }; awk -v c="$2" '{ if ($c != "fai
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 
 {
-  echo "pgbench -T $DURATION, scale $SCALE, pool_size $POOL, transaction mode, $ROUNDS round(s) interleaved; $(nproc) cores"
+  echo "pgbench -T $DURATION, scale $SCALE, pool_size $POOL, transaction mode, pgscale workers=$WORKERS, $ROUNDS round(s) interleaved; $(nproc) cores"
   echo
   echo "| test | clients | direct TPS | pgscale TPS | PgBouncer TPS | pgscale/direct | pgscale/PgBouncer | latency ms direct / pgscale / PgBouncer | proxy CPU µs/txn pgscale / PgBouncer | failed txns pgscale |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -165,7 +170,7 @@ if [ "$IDLE" -gt 0 ]; then
     local port=$1 pid=$2 before after
     before=$(rss_kb "$pid")
     coproc IDLERUN { python3 "$ROOT/benches/idle_clients.py" 127.0.0.1 "$port" "$IDLE"; }
-    local line; read -r line <&"${IDLERUN[0]}" || true
+    local line=""; read -r -t 300 line <&"${IDLERUN[0]}" || true
     sleep 1
     after=$(rss_kb "$pid")
     kill "$IDLERUN_PID" 2>/dev/null || true; wait "$IDLERUN_PID" 2>/dev/null || true

@@ -46,8 +46,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Command::Demo { port } => runtime().and_then(|rt| rt.block_on(demo(port))),
+        Command::Serve { config } => match Config::load(&config) {
+            Ok(loaded) => runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded))),
+            Err(e) => Err(e.into()),
+        },
+        Command::Demo { port } => runtime(0).and_then(|rt| rt.block_on(demo(port))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,8 +74,18 @@ fn init_logging(json: bool) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// `workers = 1` runs everything on one thread (PgBouncer's model: no cross-thread wake-ups);
+/// 0 means one worker per core.
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
+        builder.worker_threads(workers);
+    }
+    builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -105,8 +118,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let proxy = pgscale::listener::start(config).await?;
     wait_for_signal().await?;
     proxy.shutdown().await;

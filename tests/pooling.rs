@@ -289,3 +289,160 @@ async fn too_many_clients_get_53300() {
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
     env.stop().await;
 }
+
+/// Backend pids of the `app` user's server connections, seen from Postgres.
+async fn app_backends(direct: &tokio_postgres::Client) -> Vec<i32> {
+    direct
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' ORDER BY pid",
+            &[],
+        )
+        .await
+        .expect("activity")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_idle_idle_timeout_and_max_lifetime_are_kept() {
+    let env = Env::start_with(
+        |c| {
+            c.pool.min_idle = 2;
+            c.pool.max_lifetime_ms = 2_500;
+        },
+        PoolMode::Transaction,
+        5,
+    )
+    .await;
+    let client = env.app().await;
+    client
+        .batch_execute("SELECT 1")
+        .await
+        .expect("pool created");
+    let direct = env.direct().await;
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    let first = app_backends(&direct).await;
+    assert!(
+        first.len() >= 2,
+        "min_idle = 2 keeps two connections open: {first:?}"
+    );
+    // After max_lifetime every one of them has been replaced (and min_idle refilled).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let later = app_backends(&direct).await;
+    assert!(later.len() >= 2, "{later:?}");
+    assert!(
+        later.iter().all(|pid| !first.contains(pid)),
+        "connections older than max_lifetime were renewed: {first:?} -> {later:?}"
+    );
+    env.stop().await;
+
+    let env = Env::start_with(|c| c.pool.idle_timeout_ms = 500, PoolMode::Transaction, 5).await;
+    let clients = [env.app().await, env.app().await, env.app().await];
+    let busy = clients
+        .iter()
+        .map(|c| c.batch_execute("SELECT pg_sleep(0.3)"));
+    for r in futures_util::future::join_all(busy).await {
+        r.expect("parallel queries");
+    }
+    let direct = env.direct().await;
+    assert!(app_backends(&direct).await.len() >= 3);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        app_backends(&direct).await,
+        Vec::<i32>::new(),
+        "idle connections closed after idle_timeout"
+    );
+    // And the pool opens new ones on demand.
+    clients[0]
+        .batch_execute("SELECT 1")
+        .await
+        .expect("reconnects");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backend_gives_a_clear_error_fast() {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let env = Env::start_with(
+        move |c| c.shards[0].primary = format!("postgres://127.0.0.1:{dead_port}"),
+        PoolMode::Transaction,
+        2,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let err = common::try_connect(&env.conn_str(
+        common::APP_USER,
+        common::APP_PASSWORD,
+        common::APP_USER,
+    ))
+    .await
+    .expect_err("no backend");
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err}");
+    let message = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("127.0.0.1:{dead_port}")),
+        "names the backend: {message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_hands_the_next_client_a_clean_connection() {
+    let env = Env::start(PoolMode::Session, 1).await;
+    let a = env.app().await;
+    a.batch_execute(
+        "SET search_path = somewhere; PREPARE mine AS SELECT 1; CREATE TEMP TABLE tmp (x int)",
+    )
+    .await
+    .expect("dirty the session");
+    let a_pid: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = env.app().await;
+    let b_pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    assert_eq!(
+        a_pid, b_pid,
+        "pool_size 1: the same server connection was reused"
+    );
+    let path: String = b
+        .query_one("SHOW search_path", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(path, "\"$user\", public");
+    let prepared: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'mine'",
+            &[],
+        )
+        .await
+        .expect("prepared")
+        .get(0);
+    assert_eq!(
+        prepared, 0,
+        "DISCARD ALL dropped the previous client's statements"
+    );
+    let err = b
+        .batch_execute("SELECT * FROM tmp")
+        .await
+        .expect_err("temp table gone");
+    assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
+    env.stop().await;
+}

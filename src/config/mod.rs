@@ -41,6 +41,9 @@ pub struct ListenConfig {
     pub startup_timeout_ms: u64,
     /// On SIGTERM/SIGINT, open transactions get this long to finish before connections are closed.
     pub shutdown_timeout_ms: u64,
+    /// Threads serving clients: 1 = a single thread (least CPU per transaction on small machines),
+    /// 0 = one per core.
+    pub workers: usize,
 }
 
 impl Default for ListenConfig {
@@ -51,6 +54,7 @@ impl Default for ListenConfig {
             max_message_size: 64 * 1024 * 1024,
             startup_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,
+            workers: 0,
         }
     }
 }

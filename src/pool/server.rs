@@ -53,6 +53,15 @@ impl ServerError {
     }
 }
 
+/// After a read that left room in the buffer the socket is drained: tell the reactor so, without the
+/// extra `recv` that would otherwise only return `EAGAIN`. Safe against races: tokio clears readiness
+/// only if no new event arrived since it was observed.
+pub fn mark_drained(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+}
+
 /// Where a server's cancel requests go.
 #[derive(Debug, Clone)]
 pub struct CancelKey {
@@ -317,8 +326,13 @@ impl ServerConn {
     }
 
     /// Whether the idle connection is still usable: no EOF and no unsolicited message (a `FATAL` from
-    /// `pg_terminate_backend` or a shutdown) waiting on the socket. One non-blocking read, no round trip.
+    /// `pg_terminate_backend` or a shutdown) waiting on the socket. The reactor already knows whether
+    /// anything arrived, so the common case costs no system call; only a readable socket is probed.
     pub fn looks_alive(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
         let mut probe = [0u8; 1];
         match self.stream.try_read(&mut probe) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,

@@ -1,6 +1,8 @@
 //! Authenticating a client by the proxy itself: SCRAM-SHA-256, md5 or trust, per configured user.
 //! Unknown users go through a mock SCRAM exchange and fail like a wrong password, as Postgres does.
 
+use std::collections::HashMap;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,11 +22,29 @@ const AUTH_SASL: i32 = 10;
 const AUTH_SASL_CONTINUE: i32 = 11;
 const AUTH_SASL_FINAL: i32 = 12;
 
+/// SCRAM verifiers of the configured users, derived once: PBKDF2 is deliberately slow and must not run
+/// per login on the async runtime.
+pub fn scram_secrets(users: &[UserConfig]) -> HashMap<String, ScramSecret> {
+    users
+        .iter()
+        .filter(|u| u.auth == AuthMethod::ScramSha256)
+        .filter_map(|u| {
+            let secret = match (&u.scram_secret, &u.password) {
+                (Some(s), _) => ScramSecret::parse(s).ok()?,
+                (None, Some(p)) => ScramSecret::from_password(p),
+                (None, None) => return None,
+            };
+            Some((u.name.clone(), secret))
+        })
+        .collect()
+}
+
 /// Runs the exchange for `user_name` (configured as `user`, if at all) and sends `AuthenticationOk`.
 pub async fn authenticate(
     stream: &mut TcpStream,
     user_name: &str,
     user: Option<&UserConfig>,
+    secrets: &HashMap<String, ScramSecret>,
 ) -> Result<(), ClientError> {
     let failed = || ClientError::PasswordFailed {
         user: user_name.to_string(),
@@ -47,12 +67,8 @@ pub async fn authenticate(
                 return Err(failed());
             }
         }
-        Some(u) => {
-            let secret = match (&u.scram_secret, &u.password) {
-                (Some(s), _) => ScramSecret::parse(s).map_err(|_| failed())?,
-                (None, Some(p)) => ScramSecret::from_password(p),
-                (None, None) => return Err(failed()),
-            };
+        Some(_) => {
+            let secret = secrets.get(user_name).cloned().ok_or_else(failed)?;
             scram_exchange(stream, ScramServer::new(secret), user_name).await?;
         }
         None => {

@@ -12,6 +12,7 @@ pub mod prepared;
 mod server_side;
 mod startup;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::{Config, PoolMode};
 use crate::pool::{Pool, PooledConn, Pools};
+use crate::protocol::client_auth;
+use crate::protocol::scram::ScramSecret;
 use crate::router::session_ops::SessionOp;
 use params::ClientParams;
 use pending::Pending;
@@ -33,6 +36,8 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
+    /// Client users' SCRAM verifiers, derived once at start.
+    pub scram_secrets: HashMap<String, ScramSecret>,
     /// Fires when the proxy starts shutting down: idle clients are told and disconnected.
     pub shutdown: CancellationToken,
     /// Fires when the shutdown timeout has passed: every session ends now.
@@ -48,6 +53,7 @@ impl Shared {
         hard_stop: CancellationToken,
     ) -> Arc<Shared> {
         Arc::new(Shared {
+            scram_secrets: client_auth::scram_secrets(&config.users),
             config,
             pools: Arc::new(Pools::default()),
             statements: StatementRegistry::default(),

@@ -63,7 +63,7 @@ pub(super) async fn login(
     let user = config.user(&user_name);
     let auth = tokio::time::timeout(
         timeout,
-        client_auth::authenticate(&mut client, &user_name, user),
+        client_auth::authenticate(&mut client, &user_name, user, &shared.scram_secrets),
     )
     .await;
     match auth {
