@@ -377,12 +377,24 @@ async fn startup_parameters_are_reported_as_postgres_spells_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_shows_the_real_server_pid() {
-    let env = Env::start(PoolMode::Session, 2).await;
+    let env = Env::start(PoolMode::Session, 3).await;
     let mut raw = RawClient::connect(env.port, &[("user", "trustuser"), ("database", "app")])
         .await
         .expect("login");
     let pid = raw.query("SELECT pg_backend_pid()").await.expect("pid");
     assert_eq!(pid, vec![raw.pid.to_string()]);
+    // NOTIFY between two pgscale clients names the sender by the pid its BackendKeyData gave.
+    let mut sender = RawClient::connect(env.port, &[("user", "trustuser"), ("database", "app")])
+        .await
+        .expect("login");
+    raw.query("LISTEN chan").await.expect("listen");
+    sender.query("NOTIFY chan, 'hello'").await.expect("notify");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    raw.query("SELECT 1").await.expect("poll");
+    assert_eq!(
+        raw.notifications,
+        vec![(sender.pid, "chan".to_string(), "hello".to_string())]
+    );
     let direct = env.direct().await;
     let killed: bool = direct
         .query_one("SELECT pg_terminate_backend($1)", &[&raw.pid])

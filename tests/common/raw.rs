@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 
 pub struct RawClient {
     pub stream: TcpStream,
+    /// `NotificationResponse`s seen so far: (sender pid, channel, payload).
+    pub notifications: Vec<(i32, String, String)>,
     pub params: HashMap<String, String>,
     pub pid: i32,
     pub secret: i32,
@@ -89,6 +91,7 @@ impl RawClient {
             .map_err(|e| e.to_string())?;
         let mut client = RawClient {
             stream,
+            notifications: Vec::new(),
             params: HashMap::new(),
             pid: 0,
             secret: 0,
@@ -147,6 +150,15 @@ impl RawClient {
                         String::from_utf8_lossy(parts[0]).into_owned(),
                         String::from_utf8_lossy(parts[1]).into_owned(),
                     );
+                }
+                b'A' => {
+                    let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let parts: Vec<&[u8]> = body[4..].split(|b| *b == 0).collect();
+                    self.notifications.push((
+                        pid,
+                        String::from_utf8_lossy(parts[0]).into_owned(),
+                        String::from_utf8_lossy(parts[1]).into_owned(),
+                    ));
                 }
                 b'E' => error = Some(error_code(&body)),
                 b'Z' => return error.map_or(Ok(rows), Err),
