@@ -1,6 +1,16 @@
 //! The `pgscale check` command line: exit codes and every problem named with its field.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn check(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgscale"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run check")
+}
 
 #[test]
 fn check_accepts_the_sample_and_lists_every_problem_of_a_bad_config() {
@@ -28,11 +38,7 @@ fn check_accepts_the_sample_and_lists_every_problem_of_a_bad_config() {
          [[shards]]\nprimary = \"mysql://x\"\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_pgscale"))
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .expect("run check");
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for field in [
@@ -44,11 +50,7 @@ fn check_accepts_the_sample_and_lists_every_problem_of_a_bad_config() {
         assert!(stderr.contains(field), "{field} missing from:\n{stderr}");
     }
     std::fs::write(&bad, "[pool]\npool_sise = 3\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_pgscale"))
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .expect("run check");
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pool_sise"));
     let _ = std::fs::remove_dir_all(&dir);
