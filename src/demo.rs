@@ -57,6 +57,8 @@ pub async fn start(port: u16) -> Result<Demo, DemoError> {
             pool_size: 20,
             ..PoolConfig::default()
         },
+        routing: Default::default(),
+        health: Default::default(),
         users: vec![
             user(APP_USER, APP_PASSWORD),
             user("postgres", SUPERUSER_PASSWORD),

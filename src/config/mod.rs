@@ -3,6 +3,7 @@
 //! A config is parsed (`serde`), then validated into problems that each carry a dotted field path, so
 //! `pgscale check` can print every problem at once instead of stopping at the first.
 
+mod routing;
 mod validate;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use routing::{Consistency, HealthConfig, NoReplica, ReplicaConfig, RoutingConfig};
 pub use validate::{Problem, ValidationError};
 
 /// Everything pgscale reads from its config file.
@@ -21,6 +23,10 @@ pub struct Config {
     pub listen: ListenConfig,
     #[serde(default)]
     pub pool: PoolConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
@@ -167,7 +173,7 @@ pub struct ShardConfig {
     /// `postgres://host:port` (any user, password or database in the URL are ignored).
     pub primary: String,
     #[serde(default)]
-    pub replicas: Vec<String>,
+    pub replicas: Vec<ReplicaConfig>,
 }
 
 /// Where a backend server listens.
@@ -257,9 +263,17 @@ impl Config {
         self.users.iter().find(|u| u.name == name)
     }
 
-    /// The first shard's primary: the one backend the core proxy routes to.
+    /// The first shard's primary.
     pub fn primary(&self) -> Result<BackendAddr, String> {
         let shard = self.shards.first().ok_or("no [[shards]] configured")?;
         BackendAddr::parse(&shard.primary)
+    }
+
+    /// The user health checks log in as: `health.user`, else the first of `[[users]]`.
+    pub fn health_user(&self) -> Option<&UserConfig> {
+        match &self.health.user {
+            Some(name) => self.user(name),
+            None => self.users.first(),
+        }
     }
 }

@@ -130,16 +130,66 @@ impl Config {
                 add(format!("shards[{i}].primary"), e);
             }
             for (j, replica) in shard.replicas.iter().enumerate() {
-                if let Err(e) = BackendAddr::parse(replica) {
+                if let Err(e) = BackendAddr::parse(replica.url()) {
                     add(format!("shards[{i}].replicas[{j}]"), e);
                 }
             }
         }
 
+        self.validate_routing(&mut add);
+
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ValidationError { problems })
+        }
+    }
+}
+
+impl Config {
+    fn validate_routing(&self, add: &mut impl FnMut(String, String)) {
+        if self.routing.plan_cache_size == 0 {
+            add(
+                "routing.plan_cache_size".into(),
+                "must be at least 1".into(),
+            );
+        }
+        for (i, name) in self.routing.write_functions.iter().enumerate() {
+            if name.trim().is_empty() || name.split('.').count() > 2 {
+                add(
+                    format!("routing.write_functions[{i}]"),
+                    format!("`{name}` is not `name` or `schema.name`"),
+                );
+            }
+        }
+        for (name, value) in [
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.timeout_ms", self.health.timeout_ms),
+            (
+                "routing.catalog_refresh_ms",
+                self.routing.catalog_refresh_ms,
+            ),
+        ] {
+            if value == 0 {
+                add(name.into(), "must be greater than 0".into());
+            }
+        }
+        if self.health.failure_threshold == 0 {
+            add(
+                "health.failure_threshold".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.health.database.is_empty() {
+            add("health.database".into(), "must not be empty".into());
+        }
+        if let Some(name) = &self.health.user {
+            if self.user(name).is_none() {
+                add(
+                    "health.user".into(),
+                    format!("`{name}` is not one of [[users]]"),
+                );
+            }
         }
     }
 }

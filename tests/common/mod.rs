@@ -86,6 +86,8 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             checkout_timeout_ms: 10_000,
             ..PoolConfig::default()
         },
+        routing: Default::default(),
+        health: Default::default(),
         users: test_users(),
         shards: vec![ShardConfig {
             primary: format!("postgres://{}:{}", pg.host(), pg.port()),
