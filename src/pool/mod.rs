@@ -1,6 +1,8 @@
 //! Server connection pools: one per (backend, database, user), bounded by a semaphore, with idle
 //! connections checked before reuse and a janitor that retires old ones.
 
+pub mod breaker;
+pub mod lsn;
 pub mod server;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
