@@ -1,9 +1,11 @@
 //! Server connection pools: one per (backend, database, user), bounded by a semaphore, with idle
 //! connections checked before reuse and a janitor that retires old ones.
 
+pub mod backend;
 pub mod breaker;
 pub mod lsn;
 pub mod server;
+pub mod topology;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

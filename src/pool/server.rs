@@ -10,6 +10,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::backend::ConnRegistration;
 use crate::config::BackendAddr;
 use crate::protocol::codec::{self, BodyReader};
 use crate::session::params::AppliedParams;
@@ -72,6 +73,9 @@ pub struct CancelKey {
 
 /// An open, authenticated server connection.
 pub struct ServerConn {
+    /// Keeps the socket in its backend's registry (so a failed backend can sever it). Fields drop in
+    /// declaration order: this must stay before `stream`, so the fd is unregistered before it closes.
+    pub registration: Option<ConnRegistration>,
     pub stream: TcpStream,
     pub addr: Arc<BackendAddr>,
     pub pid: i32,
@@ -116,6 +120,7 @@ impl ServerConn {
             .map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
         let mut conn = ServerConn {
+            registration: None,
             stream,
             addr: spec.addr.clone(),
             pid: 0,
@@ -235,14 +240,14 @@ impl ServerConn {
         self.send(&out).await
     }
 
-    fn protocol(&self, what: &str) -> ServerError {
+    pub(crate) fn protocol(&self, what: &str) -> ServerError {
         ServerError::Protocol {
             addr: self.addr.to_string(),
             what: what.to_string(),
         }
     }
 
-    fn refused(&self, tag: u8, body: &[u8]) -> ServerError {
+    pub(crate) fn refused(&self, tag: u8, body: &[u8]) -> ServerError {
         let (code, message) = codec::parse_error_fields(body);
         let mut frame = BytesMut::new();
         codec::put_frame(&mut frame, tag, body);
