@@ -3,10 +3,13 @@
 
 pub mod backend;
 pub mod breaker;
+#[cfg(test)]
+mod fake_server;
 pub mod lsn;
 pub mod server;
 pub mod topology;
 
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +18,8 @@ use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BackendAddr, PoolConfig};
+use backend::Backend;
+use breaker::FailureKind;
 use server::{ConnectSpec, ServerConn, ServerError};
 
 /// Parameter names and values, as `ParameterStatus` reports them.
@@ -70,6 +75,8 @@ impl PoolSettings {
 /// Connections to one (backend, database, user).
 pub struct Pool {
     pub key: PoolKey,
+    /// The server this pool connects to: connects feed its breaker, connections join its registry.
+    backend: Arc<Backend>,
     spec: ConnectSpec,
     settings: PoolSettings,
     permits: Arc<Semaphore>,
@@ -145,9 +152,15 @@ impl Drop for PooledConn {
 }
 
 impl Pool {
-    pub fn new(key: PoolKey, spec: ConnectSpec, settings: PoolSettings) -> Arc<Pool> {
+    pub fn new(
+        key: PoolKey,
+        spec: ConnectSpec,
+        settings: PoolSettings,
+        backend: Arc<Backend>,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
+            backend,
             spec,
             permits: Arc::new(Semaphore::new(settings.size)),
             settings,
@@ -160,6 +173,17 @@ impl Pool {
 
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Connections checked out right now (the balancer's load measure).
+    pub fn in_use(&self) -> usize {
+        self.settings
+            .size
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// Waits up to `checkout_timeout` for a connection, replacing idle ones that died meanwhile.
@@ -204,8 +228,21 @@ impl Pool {
         self.idle.lock().ok()?.pop()
     }
 
+    /// Opens a connection, registered with the backend. Only failures that say the server is down or
+    /// hung count against its breaker; an `ErrorResponse` (bad password, unknown database, too many
+    /// connections) comes from a server that is up.
     async fn connect(&self) -> Result<ServerConn, ServerError> {
-        let conn = ServerConn::connect(&self.spec).await?;
+        let mut conn = match ServerConn::connect(&self.spec).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if let Some(kind) = FailureKind::of_connect_error(&e) {
+                    self.backend.record_failure(kind);
+                }
+                return Err(e);
+            }
+        };
+        conn.registration = Some(self.backend.register_conn(conn.stream.as_raw_fd()));
+        self.backend.record_success();
         self.open.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pool = %self.key, pid = conn.pid, "opened server connection");
         Ok(conn)
@@ -352,3 +389,6 @@ impl Pools {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

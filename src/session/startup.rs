@@ -13,6 +13,7 @@ use super::params::ClientParams;
 use super::{EndReason, Session, Shared};
 use crate::config::{BackendAddr, PoolMode};
 use crate::error::ClientError;
+use crate::pool::backend::{Backend, Role};
 use crate::pool::server::ConnectSpec;
 use crate::pool::{Pool, PoolKey, PoolSettings};
 use crate::protocol::client_auth;
@@ -178,10 +179,13 @@ fn pool_for(
             database: key.database.clone(),
             timeout: config.pool.connect_timeout(),
         };
+        // Placeholder until sessions route through the shared `Topology`'s backends.
+        let backend = Backend::new(spec.addr.clone(), Role::Primary, 0, None, &config.health);
         Pool::new(
             key.clone(),
             spec,
             PoolSettings::from_config(&config.pool, user.pool_size),
+            backend,
         )
     })
 }
