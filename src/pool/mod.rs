@@ -6,6 +6,7 @@ pub mod breaker;
 #[cfg(test)]
 mod fake_server;
 pub mod lsn;
+pub mod query;
 pub mod server;
 pub mod topology;
 
