@@ -2,6 +2,7 @@
 //! connections checked before reuse and a janitor that retires old ones.
 
 pub mod backend;
+pub mod balancer;
 pub mod breaker;
 #[cfg(test)]
 mod fake_server;
