@@ -6,7 +6,8 @@
 //! - [`session`]: one client from login to goodbye; transaction pooling, prepared statements and
 //!   session settings carried across server connections.
 //! - [`protocol`]: wire frames, startup packets, client authentication (SCRAM, md5, trust).
-//! - [`pool`]: server connections and their pools.
+//! - [`pool`]: server connections and their pools; backends with circuit breakers, health polling and
+//!   the choice of replica.
 //! - [`router`]: what statements do (for now: which change session state).
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.

@@ -1,11 +1,18 @@
 //! Server connection pools: one per (backend, database, user), bounded by a semaphore, with idle
-//! connections checked before reuse and a janitor that retires old ones.
+//! connections checked before reuse and a janitor that retires old ones; and the backends they connect
+//! to, with their health, circuit breakers and the choice of replica.
+//!
+//! - [`server`]: one server connection. [`query`]: hidden queries that return rows.
+//! - [`backend`]: one server as the proxy sees it (role, breaker, health, open sockets).
+//! - [`breaker`]: closed / open / half-open. [`health`]: the background poller. [`lsn`]: WAL positions.
+//! - [`topology`]: every shard's backends. [`balancer`]: which replica a read goes to.
 
 pub mod backend;
 pub mod balancer;
 pub mod breaker;
 #[cfg(test)]
 mod fake_server;
+pub mod health;
 pub mod lsn;
 pub mod query;
 pub mod server;

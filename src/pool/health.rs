@@ -1,0 +1,349 @@
+//! The background health poller: one task per backend keeps a dedicated connection, polls every
+//! `health.interval` under a `health.timeout` deadline, and feeds the backend's breaker and health
+//! (round trip, WAL positions, replica lag).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Backend, PollSample, Role};
+use super::breaker::{BreakerState, FailureKind};
+use super::lsn::{format_lsn, parse_lsn, WalLayout};
+use super::query::{query_rows, Row};
+use super::server::{ConnectSpec, ServerConn, ServerError};
+use super::topology::{ShardBackends, Topology};
+use crate::config::Config;
+
+/// The primary's WAL insert position: with `synchronous_commit = off` a commit record may be inserted
+/// but not yet written, so the write position could promise too little.
+const PRIMARY_POLL: &str = "select pg_current_wal_insert_lsn()";
+/// Where the primary's page headers sit (see [`WalLayout`]), asked once per connection.
+const LAYOUT_POLL: &str =
+    "select current_setting('wal_block_size'), pg_size_bytes(current_setting('wal_segment_size'))";
+const REPLICA_POLL: &str = "select pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
+     extract(epoch from now() - pg_last_xact_replay_timestamp())";
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] ServerError),
+    #[error("poll query failed: {0}")]
+    Query(#[source] ServerError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected answer: {0}")]
+    Answer(&'static str),
+}
+
+impl PollError {
+    /// What the failure says about the backend. None: the server answered, but refused our login for
+    /// reasons of configuration or load (bad password, unknown database, too many connections); it is
+    /// up, so its breaker is left alone, but it counts as not fresh.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            PollError::Connect(ServerError::Refused { code, .. }) => {
+                // Class 57, operator intervention: starting up, shutting down, crash recovery.
+                code.starts_with("57").then_some(FailureKind::HealthCheck)
+            }
+            PollError::Connect(e) => FailureKind::of_connect_error(e),
+            PollError::Query(_) | PollError::Timeout(_) | PollError::Answer(_) => {
+                Some(FailureKind::HealthCheck)
+            }
+        }
+    }
+}
+
+/// Starts one poller per backend of `topology`; the returned task ends once they all stopped, after
+/// `stop` is cancelled. With no user to log in as, nothing is polled (replicas then take no reads).
+pub fn spawn(
+    topology: Arc<Topology>,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(user) = config.health_user() else {
+            tracing::error!("no [[users]] entry to run health checks as: replicas take no reads");
+            return;
+        };
+        let mut tasks = JoinSet::new();
+        for shard in &topology.shards {
+            for backend in std::iter::once(&shard.primary).chain(&shard.replicas) {
+                let spec = ConnectSpec {
+                    addr: backend.addr.clone(),
+                    user: user.server_user().to_string(),
+                    password: user.server_password().map(str::to_string),
+                    database: config.health.database.clone(),
+                    timeout: config.health.timeout(),
+                };
+                let poller = Poller::new(&topology, shard.index, backend, spec, &config);
+                tasks.spawn(poller.run(stop.clone()));
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
+/// One backend's poller.
+struct Poller {
+    topology: Arc<Topology>,
+    shard: usize,
+    backend: Arc<Backend>,
+    spec: ConnectSpec,
+    interval: Duration,
+    timeout: Duration,
+    /// The dedicated connection; dropped after any failure.
+    conn: Option<ServerConn>,
+    /// Primaries: the WAL layout, learnt on each new connection.
+    layout: Option<WalLayout>,
+    /// The last failure logged, so a persistent one is logged once, not every interval.
+    last_problem: Option<String>,
+    /// Replicas: whether the last poll found it in recovery (to log a promotion once).
+    last_in_recovery: Option<bool>,
+}
+
+impl Poller {
+    fn new(
+        topology: &Arc<Topology>,
+        shard: usize,
+        backend: &Arc<Backend>,
+        spec: ConnectSpec,
+        config: &Config,
+    ) -> Poller {
+        Poller {
+            topology: topology.clone(),
+            shard,
+            backend: backend.clone(),
+            spec,
+            interval: config.health.interval(),
+            timeout: config.health.timeout(),
+            conn: None,
+            layout: None,
+            last_problem: None,
+            last_in_recovery: None,
+        }
+    }
+
+    fn shard(&self) -> Option<&ShardBackends> {
+        self.topology.shards.get(self.shard)
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.may_poll() {
+                continue;
+            }
+            let outcome = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                outcome = self.poll() => outcome,
+            };
+            self.record(outcome);
+        }
+    }
+
+    /// Closed (or half-open, with our probe out): poll. Open: wait for [`Backend::try_probe`], and
+    /// start the probe on a new connection (the old one may be as dead as the server was).
+    fn may_poll(&mut self) -> bool {
+        match self.backend.breaker.state() {
+            BreakerState::Closed | BreakerState::HalfOpen => true,
+            BreakerState::Open => {
+                self.conn = None;
+                self.backend.try_probe()
+            }
+        }
+    }
+
+    fn record(&mut self, outcome: Result<(), PollError>) {
+        let backend = &self.backend;
+        match outcome {
+            Ok(()) => {
+                if self.last_problem.take().is_some() {
+                    tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "health poll succeeded again");
+                }
+                backend.record_success();
+            }
+            Err(error) => {
+                self.conn = None;
+                self.layout = None;
+                backend.health.record_failed_poll();
+                let kind = error.failure_kind();
+                let text = error.to_string();
+                if self.last_problem.as_deref() != Some(text.as_str()) {
+                    match kind {
+                        Some(kind) => {
+                            tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), kind = kind.as_str(), error = %text, "health poll failed")
+                        }
+                        None => {
+                            tracing::error!(backend = %backend.addr, role = backend.role.as_str(), error = %text, "health check login refused: fix the [health] user or database; this backend counts as not fresh")
+                        }
+                    }
+                    self.last_problem = Some(text);
+                }
+                if let Some(kind) = kind {
+                    backend.record_failure(kind);
+                }
+            }
+        }
+    }
+
+    /// One poll: connect if needed, then the role's query, recorded into health (and, for a primary,
+    /// into the shard's [`PrimaryLsn`](super::topology::PrimaryLsn)).
+    async fn poll(&mut self) -> Result<(), PollError> {
+        if self.conn.is_none() {
+            let conn = ServerConn::connect(&self.spec)
+                .await
+                .map_err(PollError::Connect)?;
+            self.conn = Some(conn);
+        }
+        match self.backend.role {
+            Role::Primary => self.poll_primary().await,
+            Role::Replica => self.poll_replica().await,
+        }
+    }
+
+    /// Runs `sql` under the poll deadline; returns its rows and how long it took.
+    async fn query(&mut self, sql: &str) -> Result<(Vec<Row>, Duration), PollError> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or(PollError::Answer("no connection"))?;
+        let started = Instant::now();
+        let rows = tokio::time::timeout(self.timeout, query_rows(conn, sql))
+            .await
+            .map_err(|_| PollError::Timeout(self.timeout))?
+            .map_err(PollError::Query)?;
+        Ok((rows, started.elapsed()))
+    }
+
+    async fn poll_primary(&mut self) -> Result<(), PollError> {
+        let layout = match self.layout {
+            Some(layout) => layout,
+            None => {
+                let (rows, _) = self.query(LAYOUT_POLL).await?;
+                let layout = parse_layout(&rows).unwrap_or_else(|| {
+                    tracing::warn!(backend = %self.backend.addr, "cannot read the WAL layout; assuming 8 kB pages, 16 MB segments");
+                    WalLayout::DEFAULT
+                });
+                self.layout = Some(layout);
+                layout
+            }
+        };
+        let started = Instant::now();
+        let (rows, rtt) = self.query(PRIMARY_POLL).await?;
+        let insert = single_value(&rows)
+            .and_then(parse_lsn)
+            .ok_or(PollError::Answer(
+                "pg_current_wal_insert_lsn() is not an LSN",
+            ))?;
+        let end = layout.insert_to_end(insert);
+        if let Some(shard) = self.shard() {
+            shard.primary_lsn.record(end, started);
+        }
+        let sample = PollSample {
+            rtt,
+            in_recovery: Some(false),
+            ..PollSample::default()
+        };
+        self.backend.health.record_poll(&sample, Instant::now());
+        Ok(())
+    }
+
+    async fn poll_replica(&mut self) -> Result<(), PollError> {
+        let (rows, rtt) = self.query(REPLICA_POLL).await?;
+        let primary = self.shard().and_then(|s| s.primary_lsn.latest());
+        let sample = replica_sample(&rows, rtt, primary)?;
+        if sample.in_recovery != self.last_in_recovery {
+            if sample.in_recovery == Some(false) {
+                tracing::warn!(backend = %self.backend.addr, shard = self.shard, "replica is not in recovery (promoted?): it takes no reads");
+            }
+            self.last_in_recovery = sample.in_recovery;
+        }
+        tracing::trace!(
+            backend = %self.backend.addr,
+            replay_lsn = sample.replay_lsn.map(format_lsn),
+            lag_bytes = sample.lag_bytes,
+            lag_ms = sample.lag.map(|l| l.as_millis() as u64),
+            "replica polled"
+        );
+        self.backend.health.record_poll(&sample, Instant::now());
+        Ok(())
+    }
+}
+
+/// The only value of a one-row, one-column result.
+fn single_value(rows: &[Row]) -> Option<&str> {
+    match rows {
+        [row] => row.first()?.as_deref(),
+        _ => None,
+    }
+}
+
+fn parse_layout(rows: &[Row]) -> Option<WalLayout> {
+    let [row] = rows else { return None };
+    let number = |i: usize| row.get(i)?.as_deref()?.trim().parse::<u64>().ok();
+    WalLayout::new(number(0)?, number(1)?)
+}
+
+/// Turns a replica poll's row into a sample. `primary`: the shard primary's latest LSN (already the
+/// end of its WAL, see [`WalLayout::insert_to_end`]). A replica whose replay has reached it has no
+/// lag, whatever the age of its last replayed transaction (an idle primary commits nothing).
+fn replica_sample(
+    rows: &[Row],
+    rtt: Duration,
+    primary: Option<u64>,
+) -> Result<PollSample, PollError> {
+    let [row] = rows else {
+        return Err(PollError::Answer("replica poll returned no single row"));
+    };
+    let column = |i: usize| row.get(i).and_then(|v| v.as_deref());
+    let in_recovery = match column(0) {
+        Some("t") => true,
+        Some("f") => false,
+        _ => return Err(PollError::Answer("pg_is_in_recovery() is not a boolean")),
+    };
+    let replay_lsn = match column(1) {
+        None => None,
+        Some(text) => Some(
+            parse_lsn(text).ok_or(PollError::Answer("pg_last_wal_replay_lsn() is not an LSN"))?,
+        ),
+    };
+    let replay_age = match column(2) {
+        None => None,
+        Some(text) => {
+            let secs: f64 = text
+                .trim()
+                .parse()
+                .map_err(|_| PollError::Answer("replay lag is not a number"))?;
+            // Clocks of primary and replica may disagree a little: a negative age is none.
+            Duration::try_from_secs_f64(secs.max(0.0)).ok()
+        }
+    };
+    let lag_bytes = match (primary, replay_lsn) {
+        (Some(primary), Some(replayed)) => Some(primary.saturating_sub(replayed)),
+        _ => None,
+    };
+    let lag = match lag_bytes {
+        Some(0) => Some(Duration::ZERO),
+        _ => replay_age,
+    };
+    Ok(PollSample {
+        rtt,
+        in_recovery: Some(in_recovery),
+        replay_lsn,
+        lag_bytes,
+        lag,
+    })
+}
+
+#[cfg(test)]
+mod tests;
