@@ -168,7 +168,8 @@ impl Poller {
         match outcome {
             Ok(()) => {
                 if self.last_problem.take().is_some() {
-                    tracing::info!(backend = %backend.addr, role = backend.role.as_str(), "health poll succeeded again");
+                    let role = backend.role.as_str();
+                    tracing::info!(backend = %backend.addr, role, "health poll succeeded again");
                 }
                 backend.record_success();
             }
@@ -179,13 +180,17 @@ impl Poller {
                 let kind = error.failure_kind();
                 let text = error.to_string();
                 if self.last_problem.as_deref() != Some(text.as_str()) {
+                    let (addr, role) = (&backend.addr, backend.role.as_str());
                     match kind {
-                        Some(kind) => {
-                            tracing::warn!(backend = %backend.addr, role = backend.role.as_str(), kind = kind.as_str(), error = %text, "health poll failed")
-                        }
-                        None => {
-                            tracing::error!(backend = %backend.addr, role = backend.role.as_str(), error = %text, "health check login refused: fix the [health] user or database; this backend counts as not fresh")
-                        }
+                        Some(kind) => tracing::warn!(
+                            backend = %addr, role, kind = kind.as_str(), error = %text,
+                            "health poll failed"
+                        ),
+                        // Up but refusing us: bad [health] user or database, or too many connections.
+                        None => tracing::error!(
+                            backend = %addr, role, error = %text,
+                            "health check login refused; the backend counts as not fresh, its breaker is left alone"
+                        ),
                     }
                     self.last_problem = Some(text);
                 }
