@@ -31,22 +31,32 @@ pub struct Demo {
     pub lines: Vec<String>,
 }
 
-/// Starts Postgres, creates the `app` role and database, and starts the proxy on `port`.
-pub async fn start(port: u16) -> Result<Demo, DemoError> {
-    let primary = tokio::task::spawn_blocking(|| -> Result<LocalPostgres, ClusterError> {
-        let options = ClusterOptions {
-            superuser_password: SUPERUSER_PASSWORD.to_string(),
-            ..ClusterOptions::default()
-        };
-        let pg = LocalPostgres::start(&options)?;
-        pg.psql(&format!(
-            "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'; CREATE DATABASE {APP_USER} OWNER {APP_USER};"
-        ))?;
-        Ok(pg)
-    })
+/// Starts Postgres and `replicas` streaming replicas of it, creates the `app` role and database, and
+/// starts the proxy on `port` (reads go to the replicas).
+pub async fn start(port: u16, replicas: usize) -> Result<Demo, DemoError> {
+    let (primary, replica_servers) = tokio::task::spawn_blocking(
+        move || -> Result<(LocalPostgres, Vec<LocalPostgres>), ClusterError> {
+            let options = ClusterOptions {
+                superuser_password: SUPERUSER_PASSWORD.to_string(),
+                ..ClusterOptions::default()
+            };
+            let pg = LocalPostgres::start(&options)?;
+            pg.psql(&format!(
+                "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'; CREATE DATABASE {APP_USER} OWNER {APP_USER};"
+            ))?;
+            let replicas = (0..replicas)
+                .map(|_| LocalPostgres::start_replica_of(&pg))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((pg, replicas))
+        },
+    )
     .await??;
 
     let backend = format!("postgres://{}:{}", primary.host(), primary.port());
+    let replica_urls = replica_servers
+        .iter()
+        .map(|r| format!("postgres://{}:{}", r.host(), r.port()).into())
+        .collect();
     let config = Config {
         listen: ListenConfig {
             address: format!("127.0.0.1:{port}"),
@@ -65,26 +75,46 @@ pub async fn start(port: u16) -> Result<Demo, DemoError> {
         ],
         shards: vec![ShardConfig {
             primary: backend,
-            replicas: Vec::new(),
+            replicas: replica_urls,
         }],
     };
     let proxy = listener::start(config).await?;
     let addr = proxy.local_addr;
     let url = format!("postgres://{APP_USER}:{APP_PASSWORD}@{addr}/{APP_USER}");
-    let lines = vec![
+    let mut lines = vec![
         format!("DATABASE_URL={url}"),
         format!(
             "BACKEND 0 primary postgres://postgres:{SUPERUSER_PASSWORD}@{}:{}/postgres",
             primary.host(),
             primary.port()
         ),
+    ];
+    for replica in &replica_servers {
+        lines.push(format!(
+            "BACKEND 0 replica postgres://postgres:{SUPERUSER_PASSWORD}@{}:{}/postgres",
+            replica.host(),
+            replica.port()
+        ));
+    }
+    lines.extend([
         format!("psql \"{url}\""),
         format!("pgbench -i -s 10 \"{url}\""),
         format!("pgbench -c 50 -j 2 -T 20 -M prepared \"{url}\""),
-    ];
+    ]);
+    if !replica_servers.is_empty() {
+        lines.push(format!(
+            "psql \"{url}\" -c 'select pg_is_in_recovery(), inet_server_port()'   # reads run on a replica"
+        ));
+    }
+    let mut servers = vec![Arc::new(std::sync::Mutex::new(primary))];
+    servers.extend(
+        replica_servers
+            .into_iter()
+            .map(|r| Arc::new(std::sync::Mutex::new(r))),
+    );
     Ok(Demo {
         proxy,
-        servers: vec![Arc::new(std::sync::Mutex::new(primary))],
+        servers,
         lines,
     })
 }
@@ -107,7 +137,8 @@ impl Demo {
         self.proxy.shutdown().await;
         let servers = self.servers;
         let _ = tokio::task::spawn_blocking(move || {
-            for server in servers {
+            // Replicas first, so they do not spend their last moments reconnecting to a stopped primary.
+            for server in servers.into_iter().rev() {
                 if let Ok(mut pg) = server.lock() {
                     if let Err(e) = pg.stop() {
                         tracing::warn!(error = %e, "stopping demo Postgres failed");

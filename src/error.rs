@@ -28,6 +28,14 @@ pub enum ClientError {
     ServerUnavailable { backend: String, reason: String },
     #[error("connection to server {backend} was lost: {reason}")]
     ServerLost { backend: String, reason: String },
+    #[error("{role} {backend} is unavailable: {reason}")]
+    BackendDown {
+        role: &'static str,
+        backend: String,
+        reason: String,
+    },
+    #[error("no replica can take this read: {reason}")]
+    NoReplica { reason: String },
     #[error("pgscale is shutting down")]
     ShuttingDown,
     #[error("startup timed out: authentication not completed within {ms} ms")]
@@ -48,6 +56,8 @@ impl ClientError {
             ClientError::PoolTimeout { .. } => "53300",
             ClientError::ServerUnavailable { .. } => "08006",
             ClientError::ServerLost { .. } => "08006",
+            ClientError::BackendDown { .. } => "57P03",
+            ClientError::NoReplica { .. } => "57P03",
             ClientError::ShuttingDown => "57P01",
             ClientError::StartupTimeout { .. } => "08P01",
             ClientError::UnknownPreparedStatement { .. } => "26000",
@@ -61,6 +71,8 @@ impl ClientError {
             ClientError::PoolTimeout { .. }
                 | ClientError::UnknownPreparedStatement { .. }
                 | ClientError::ServerUnavailable { .. }
+                | ClientError::BackendDown { .. }
+                | ClientError::NoReplica { .. }
         )
     }
 

@@ -24,6 +24,8 @@ const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 pub enum ListenError {
     #[error("invalid listen address: {0}")]
     Address(String),
+    #[error("invalid topology: {0}")]
+    Topology(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -38,6 +40,7 @@ pub struct RunningProxy {
     tracker: TaskTracker,
     accept: JoinHandle<()>,
     janitor: JoinHandle<()>,
+    health: JoinHandle<()>,
     hard_stop: CancellationToken,
     shutdown_timeout: Duration,
 }
@@ -58,7 +61,13 @@ pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
     let shutdown_timeout = Duration::from_millis(config.listen.shutdown_timeout_ms);
     let shutdown = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let shared = Shared::new(Arc::new(config), shutdown.clone(), hard_stop.clone());
+    let shared = Shared::new(Arc::new(config), shutdown.clone(), hard_stop.clone())
+        .map_err(ListenError::Topology)?;
+    let health = crate::pool::health::spawn(
+        shared.topology.clone(),
+        shared.config.clone(),
+        hard_stop.clone(),
+    );
     let tracker = TaskTracker::new();
     let janitor = tokio::spawn(
         shared
@@ -74,6 +83,7 @@ pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
         tracker,
         accept,
         janitor,
+        health,
         hard_stop,
         shutdown_timeout,
     })
@@ -134,6 +144,7 @@ impl RunningProxy {
         }
         self.hard_stop.cancel();
         let _ = self.janitor.await;
+        let _ = self.health.await;
         self.shared.pools.close_all();
         tracing::info!("shutdown complete");
     }

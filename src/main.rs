@@ -38,6 +38,9 @@ enum Command {
         /// Port for the proxy.
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// Streaming replicas of the demo primary; reads are routed to them.
+        #[arg(long, default_value_t = 0)]
+        replicas: usize,
     },
 }
 
@@ -50,7 +53,9 @@ fn main() -> ExitCode {
             Ok(loaded) => runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded))),
             Err(e) => Err(e.into()),
         },
-        Command::Demo { port } => runtime(0).and_then(|rt| rt.block_on(demo(port))),
+        Command::Demo { port, replicas } => {
+            runtime(0).and_then(|rt| rt.block_on(demo(port, replicas)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,8 +130,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(port: u16) -> anyhow::Result<()> {
-    let demo = pgscale::demo::start(port).await?;
+async fn demo(port: u16, replicas: usize) -> anyhow::Result<()> {
+    let demo = pgscale::demo::start(port, replicas).await?;
     for line in &demo.lines {
         println!("{line}");
     }

@@ -15,7 +15,7 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
         .expect("addr")
         .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgscale"))
-        .args(["demo", "--port", &port.to_string()])
+        .args(["demo", "--replicas", "1", "--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -38,11 +38,16 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
     }
     let url = database_url.expect("DATABASE_URL line");
     assert!(url.contains(&format!(":{port}/")), "{url}");
-    assert_eq!(backends.len(), 1, "{backends:?}");
+    assert_eq!(backends.len(), 2, "{backends:?}");
     assert!(
         backends[0].starts_with("0 primary postgres://"),
         "{backends:?}"
     );
+    assert!(
+        backends[1].starts_with("0 replica postgres://"),
+        "{backends:?}"
+    );
+    let replica_port = backends[1].rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default().to_string();
     let backend_url = backends[0].trim_start_matches("0 primary ").to_string();
 
     let out = Command::new(common::pg_tool("psql"))
@@ -56,6 +61,22 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Reads go to the replica (once its first health poll is in).
+    let mut on_replica = false;
+    for _ in 0..50 {
+        let out = Command::new(common::pg_tool("psql"))
+            .arg(&url)
+            .args(["-X", "-A", "-t", "-c", "select pg_is_in_recovery(), inet_server_port()"])
+            .output()
+            .expect("psql");
+        if String::from_utf8_lossy(&out.stdout).trim() == format!("t|{replica_port}") {
+            on_replica = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(on_replica, "a read through the demo runs on its replica");
 
     // SAFETY: signalling our own child process.
     unsafe {

@@ -6,6 +6,7 @@
 //! as the `postgres` user (Postgres refuses root). Binaries come from `PG_BIN` (default: Debian's
 //! PostgreSQL 15); directories live under `PGSCALE_CLUSTER_DIR` (default `/tmp/pgscale-clusters`).
 
+mod faults;
 mod os;
 mod setup;
 
@@ -475,6 +476,8 @@ impl LocalPostgres {
 
     /// Shuts the server down however it takes: fast, then immediate, then SIGKILL.
     fn shut_down(&self) {
+        // A frozen server (see `freeze`) would hold every stop request until it is continued.
+        let _ = self.thaw();
         for mode in ["fast", "immediate"] {
             if self.postmaster_pid().is_none() {
                 return;

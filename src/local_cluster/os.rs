@@ -117,8 +117,13 @@ pub(crate) fn children_of(pid: i32) -> Vec<i32> {
 }
 
 pub(crate) fn sigkill(pid: i32) -> Result<(), ClusterError> {
+    send_signal(pid, libc::SIGKILL)
+}
+
+/// Sends `signal` to `pid`; a process that is already gone is not an error.
+pub(crate) fn send_signal(pid: i32, signal: libc::c_int) -> Result<(), ClusterError> {
     // SAFETY: sending a signal has no memory-safety preconditions; callers pass pids of our servers.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+    if unsafe { libc::kill(pid, signal) } == 0 {
         Ok(())
     } else {
         let err = std::io::Error::last_os_error();

@@ -6,6 +6,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::pending::{Expect, ParseTrack};
 use super::prepared::{rename, PreparedStatement};
+use super::routing::closes_named_statement;
 use super::{EndReason, Flow, Session};
 use crate::error::ClientError;
 use crate::protocol::codec::{self, BodyReader};
@@ -63,7 +64,7 @@ impl Session {
     }
 
     /// Sends what was batched: to the server first (so its answers can start), then proxy-made replies.
-    async fn flush(&mut self) -> Flow {
+    pub(super) async fn flush(&mut self) -> Flow {
         if !self.to_server.is_empty() {
             if let Some(server) = self.server.as_mut() {
                 if let Err(e) = server.stream.write_all(&self.to_server).await {
@@ -74,6 +75,9 @@ impl Session {
             self.to_server.clear();
         }
         if !self.to_client.is_empty() {
+            if let Some(routing) = self.routing.as_deref_mut() {
+                routing.on_client_bytes();
+            }
             let result = self.client.write_all(&self.to_client).await;
             self.to_client.clear();
             if result.is_err() {
@@ -86,7 +90,7 @@ impl Session {
         Flow::Continue
     }
 
-    async fn protocol_violation(&mut self, message: &str) -> Flow {
+    pub(super) async fn protocol_violation(&mut self, message: &str) -> Flow {
         tracing::info!(message, "closing client after protocol violation");
         ClientError::ProtocolViolation(message.to_string()).write(&mut self.to_client);
         Flow::End(EndReason::ProtocolError)
@@ -98,19 +102,8 @@ impl Session {
         }
         match tag {
             b'X' => return Flow::End(EndReason::ClientTerminated),
-            b'S' => return self.on_sync(frame).await,
-            b'H' => {
-                if self.server.is_some() {
-                    self.to_server.extend_from_slice(&frame);
-                }
-                return Flow::Continue;
-            }
-            b'C' if self.rename_statements
-                && frame.get(codec::HEADER_LEN) == Some(&b'S')
-                && frame.get(codec::HEADER_LEN + 1) != Some(&0) =>
-            {
-                return self.on_close_statement(&frame)
-            }
+            b'S' => return self.on_sync(&frame).await,
+            b'H' => return self.on_flush(&frame).await,
             b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' | b'd' | b'c' | b'f' => {}
             other => {
                 return self
@@ -118,13 +111,31 @@ impl Session {
                     .await
             }
         }
-        if tag == b'P' && self.server.is_none() && self.parse_without_server(&frame) {
-            return Flow::Continue;
-        }
-        if self.server.is_none() {
+        if self.server.is_none() && !matches!(tag, b'd' | b'c' | b'f') {
+            if self.routing.is_some() {
+                return self.hold(tag, frame).await;
+            }
+            if self.rename_statements && tag == b'C' && closes_named_statement(&frame) {
+                return self.on_close_statement(&frame);
+            }
+            if tag == b'P' && self.parse_without_server(&frame) {
+                return Flow::Continue;
+            }
             if let Err(error) = self.attach_server().await {
                 return self.refuse_request(tag, error).await;
             }
+        }
+        self.process_frame(tag, &frame).await
+    }
+
+    /// Handles one client message with a server attached (or, for COPY data, on whatever is there).
+    pub(super) async fn process_frame(&mut self, tag: u8, frame: &[u8]) -> Flow {
+        if self.rename_statements && tag == b'C' && closes_named_statement(frame) {
+            return self.on_close_statement(frame);
+        }
+        if self.server.is_none() && !matches!(tag, b'd' | b'c' | b'f') {
+            // Only reachable through a replayed unit whose server was lost meanwhile.
+            return Flow::Continue;
         }
         let result = match tag {
             b'Q' => self.on_query(frame),
@@ -148,7 +159,9 @@ impl Session {
                 if matches!(tag, b'c' | b'f') {
                     self.copy_in = false;
                 }
-                self.forward(frame, None);
+                if self.server.is_some() {
+                    self.forward(frame, None);
+                }
                 Ok(())
             }
         };
@@ -158,8 +171,8 @@ impl Session {
         }
     }
 
-    fn forward(&mut self, frame: BytesMut, expect: Option<Expect>) {
-        self.to_server.extend_from_slice(&frame);
+    fn forward(&mut self, frame: &[u8], expect: Option<Expect>) {
+        self.to_server.extend_from_slice(frame);
         if let Some(expect) = expect {
             self.pending.push(expect);
         }
@@ -182,7 +195,10 @@ impl Session {
         Flow::Continue
     }
 
-    async fn on_sync(&mut self, frame: BytesMut) -> Flow {
+    async fn on_sync(&mut self, frame: &[u8]) -> Flow {
+        if let Flow::End(reason) = self.dispatch_unit().await {
+            return Flow::End(reason);
+        }
         self.ignore_till_sync = false;
         if self.copy_in {
             // Ignored by a server in COPY FROM STDIN; no ReadyForQuery will answer it.
@@ -197,7 +213,18 @@ impl Session {
         Flow::Continue
     }
 
-    fn on_query(&mut self, frame: BytesMut) -> Result<(), String> {
+    /// `Flush`: a held unit is routed now (the client waits for answers before its Sync).
+    async fn on_flush(&mut self, frame: &[u8]) -> Flow {
+        if let Flow::End(reason) = self.dispatch_unit().await {
+            return Flow::End(reason);
+        }
+        if self.server.is_some() {
+            self.to_server.extend_from_slice(frame);
+        }
+        Flow::Continue
+    }
+
+    fn on_query(&mut self, frame: &[u8]) -> Result<(), String> {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN..]);
         let sql = reader
             .cstr_utf8()
@@ -218,7 +245,7 @@ impl Session {
         self.inflight_ops.extend(ops);
     }
 
-    fn on_parse(&mut self, frame: BytesMut) -> Result<(), String> {
+    fn on_parse(&mut self, frame: &[u8]) -> Result<(), String> {
         let body = &frame[codec::HEADER_LEN..];
         let mut reader = BodyReader::new(body);
         let name = reader
@@ -244,7 +271,7 @@ impl Session {
             // Postgres refuses a name in use; let the server say so, then put the client's name back.
             self.ensure_prepared(&existing);
             let at = codec::HEADER_LEN;
-            let renamed = rename(&frame, at, at + client_name.len(), &existing.server_name);
+            let renamed = rename(frame, at, at + client_name.len(), &existing.server_name);
             self.to_server.extend_from_slice(&renamed);
             self.pending.push(Expect::Parse {
                 swallow: false,
@@ -256,7 +283,10 @@ impl Session {
             });
             return Ok(());
         }
-        let statement = self.shared.statements.intern(&body[rest_at..], sql);
+        let statement = self
+            .shared
+            .statements
+            .intern(&body[rest_at..], sql, &self.shared.plans);
         self.statements.insert(&client_name, statement.clone());
         let on_server = self
             .server
@@ -274,7 +304,7 @@ impl Session {
     /// once, prepared on whichever connection the client gets when it binds. Without this, a client
     /// that prepares while other clients hold every connection (pgbench -M prepared) would wait on
     /// them. Returns false when the frame must go to a server.
-    fn parse_without_server(&mut self, frame: &[u8]) -> bool {
+    pub(super) fn parse_without_server(&mut self, frame: &[u8]) -> bool {
         if !self.rename_statements {
             return false;
         }
@@ -290,7 +320,10 @@ impl Session {
         if name.is_empty() || self.statements.get(name).is_some() {
             return false;
         }
-        let statement = self.shared.statements.intern(&body[rest_at..], sql);
+        let statement = self
+            .shared
+            .statements
+            .intern(&body[rest_at..], sql, &self.shared.plans);
         if !self.pool.is_validated(&statement.server_name) {
             return false;
         }
@@ -344,7 +377,7 @@ impl Session {
     /// to the server unchanged, so the client gets Postgres' own "does not exist" error.
     fn forward_renamed(
         &mut self,
-        frame: BytesMut,
+        frame: &[u8],
         name_at: usize,
         name: &[u8],
         expect: Expect,
@@ -358,7 +391,7 @@ impl Session {
             Some(statement) => {
                 self.ensure_prepared(statement);
                 let renamed = rename(
-                    &frame,
+                    frame,
                     name_at,
                     name_at + name.len(),
                     &statement.server_name,
@@ -371,7 +404,7 @@ impl Session {
         found
     }
 
-    fn on_bind(&mut self, frame: BytesMut) -> Result<(), String> {
+    fn on_bind(&mut self, frame: &[u8]) -> Result<(), String> {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN..]);
         let portal = reader
             .cstr()
@@ -393,7 +426,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_describe(&mut self, frame: BytesMut) -> Result<(), String> {
+    fn on_describe(&mut self, frame: &[u8]) -> Result<(), String> {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN..]);
         let kind = reader
             .u8()
@@ -412,7 +445,7 @@ impl Session {
     }
 
     /// `Close` of a named statement: forgotten by this client, kept on the servers for others.
-    fn on_close_statement(&mut self, frame: &[u8]) -> Flow {
+    pub(super) fn on_close_statement(&mut self, frame: &[u8]) -> Flow {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN + 1..]);
         if let Ok(name) = reader.cstr() {
             self.statements.remove(name);

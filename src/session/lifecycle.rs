@@ -1,5 +1,6 @@
 //! Getting and giving back server connections, and ending a session without leaving a server dirty.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -8,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::{EndReason, Flow, Session};
 use crate::config::PoolMode;
 use crate::error::ClientError;
+use crate::pool::breaker::{BreakerState, FailureKind};
 use crate::pool::server::{send_cancel, ServerError};
 use crate::pool::{CheckoutError, Pool};
 
@@ -24,9 +26,27 @@ pub(super) enum AttachError {
     Checkout(#[from] CheckoutError),
     #[error("applying session settings failed: {0}")]
     Settings(ServerError),
+    #[error("primary {backend} is unavailable: circuit breaker {state:?}")]
+    BackendDown {
+        backend: String,
+        state: BreakerState,
+    },
 }
 
 impl AttachError {
+    /// The backend itself failed (refused, timed out, broke), rather than the pool being full or the
+    /// server refusing this login: another server may do.
+    pub(super) fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            AttachError::Checkout(CheckoutError::Connect(
+                ServerError::Io { .. } | ServerError::ConnectTimeout { .. } | ServerError::Closed { .. }
+            )) | AttachError::Settings(
+                ServerError::Io { .. } | ServerError::ConnectTimeout { .. } | ServerError::Closed { .. }
+            )
+        )
+    }
+
     /// The server's own error, passed to the client verbatim (wrong database, bad setting value, …).
     pub(super) fn server_frame(&self) -> Option<&BytesMut> {
         match self {
@@ -53,15 +73,36 @@ impl AttachError {
                     reason: e.to_string(),
                 }
             }
+            AttachError::BackendDown { backend, state } => ClientError::BackendDown {
+                role: "primary",
+                backend: backend.clone(),
+                reason: format!(
+                    "circuit breaker {state:?} after repeated failures; retry once it recovers"
+                ),
+            },
         }
     }
 }
 
 impl Session {
-    /// Checks out a server connection and brings its session settings in line with this client's.
+    /// Checks out a connection to the primary (no read/write splitting for this client).
     pub(super) async fn attach_server(&mut self) -> Result<(), AttachError> {
+        let backend = self.pool.backend();
+        if !backend.breaker.is_closed() {
+            return Err(AttachError::BackendDown {
+                backend: backend.addr.to_string(),
+                state: backend.breaker.state(),
+            });
+        }
+        let pool = self.pool.clone();
+        self.attach_to(&pool).await
+    }
+
+    /// Checks out a server connection from `pool` and brings its session settings in line with this
+    /// client's.
+    pub(super) async fn attach_to(&mut self, pool: &Arc<Pool>) -> Result<(), AttachError> {
         // Boxed (here and below): rare, deep futures kept out of every idle session's state.
-        let mut conn = Box::pin(self.pool.checkout()).await?;
+        let mut conn = Box::pin(pool.checkout()).await?;
         if let Some(sql) = self.params.sync_sql(&conn.applied) {
             match Box::pin(conn.run_hidden(&sql)).await {
                 Ok(_) => self.params.mark_applied(&mut conn.applied),
@@ -80,6 +121,9 @@ impl Session {
             return;
         };
         self.cancel_slot.set(None);
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.on_release();
+        }
         if self.server_prepared_unknown || conn.prepared.len() > MAX_PREPARED_PER_SERVER {
             drop(conn);
         } else {
@@ -95,9 +139,17 @@ impl Session {
 
     /// The server connection broke: the client's session cannot go on.
     pub(super) async fn server_lost(&mut self, what: &str) -> Flow {
-        let backend = self.pool.key.addr.to_string();
+        let backend = match &self.server {
+            Some(conn) => conn.pool().key.addr.to_string(),
+            None => self.pool.key.addr.to_string(),
+        };
         tracing::warn!(%backend, what, "server connection lost");
-        self.server = None;
+        if let Some(flow) = self.retry_read().await {
+            return flow;
+        }
+        if let Some(conn) = self.server.take() {
+            conn.pool().backend().record_failure(FailureKind::Broken);
+        }
         self.cancel_slot.set(None);
         let mut out = BytesMut::new();
         ClientError::ServerLost {

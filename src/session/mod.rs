@@ -2,13 +2,16 @@
 //! between the client and whichever server connection it holds, and clean-up.
 //!
 //! Split by concern: `startup` (login and the first `ReadyForQuery`), `client_side` (frames from the
-//! client), `server_side` (frames from the server), `lifecycle` (checkout, release, goodbye).
+//! client), `server_side` (frames from the server), `routing` (read/write splitting of each unit),
+//! `lifecycle` (checkout, release, goodbye), `functions` (which functions write, per database).
 
 mod client_side;
+pub mod functions;
 mod lifecycle;
 pub mod params;
 pub mod pending;
 pub mod prepared;
+mod routing;
 mod server_side;
 mod startup;
 
@@ -22,18 +25,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::{Config, PoolMode};
+use crate::pool::topology::Topology;
 use crate::pool::{Pool, PooledConn, Pools};
 use crate::protocol::client_auth;
 use crate::protocol::scram::ScramSecret;
+use crate::router::cache::PlanCache;
 use crate::router::session_ops::SessionOp;
+use functions::Catalogs;
 use params::ClientParams;
 use pending::Pending;
 use prepared::{ClientStatements, StatementRegistry};
+use routing::Routing;
 
 /// What every session shares.
 pub struct Shared {
     pub config: Arc<Config>,
     pub pools: Arc<Pools>,
+    /// Every backend server, with its health and circuit breaker.
+    pub topology: Arc<Topology>,
+    /// Routing decisions by statement shape.
+    pub plans: PlanCache,
+    /// Which functions write, per database.
+    pub catalogs: Arc<Catalogs>,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
     /// Client users' SCRAM verifiers, derived once at start.
@@ -51,9 +64,12 @@ impl Shared {
         config: Arc<Config>,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
-    ) -> Arc<Shared> {
-        Arc::new(Shared {
+    ) -> Result<Arc<Shared>, String> {
+        Ok(Arc::new(Shared {
             scram_secrets: client_auth::scram_secrets(&config.users),
+            topology: Arc::new(Topology::from_config(&config)?),
+            plans: PlanCache::new(config.routing.plan_cache_size),
+            catalogs: Arc::new(Catalogs::new(&config.routing)),
             config,
             pools: Arc::new(Pools::default()),
             statements: StatementRegistry::default(),
@@ -61,7 +77,7 @@ impl Shared {
             shutdown,
             hard_stop,
             next_pid: AtomicI32::new(1_000_000),
-        })
+        }))
     }
 }
 
@@ -87,7 +103,10 @@ pub(crate) enum Flow {
 pub(crate) struct Session {
     client: TcpStream,
     shared: Arc<Shared>,
+    /// This client's pool on the primary.
     pool: Arc<Pool>,
+    /// Read/write splitting (transaction mode with replicas); boxed: most of it is rarely touched.
+    routing: Option<Box<Routing>>,
     mode: PoolMode,
     /// Rewrite statement names (transaction mode): clients share server connections.
     rename_statements: bool,
@@ -182,7 +201,10 @@ impl Session {
 
     /// No transaction open and nothing owed to the client: a safe moment to stop.
     fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.status == b'I' && self.client_buf.is_empty()
+        self.pending.is_empty()
+            && self.status == b'I'
+            && self.client_buf.is_empty()
+            && !self.routing.as_ref().is_some_and(|r| r.is_holding())
     }
 }
 

@@ -23,6 +23,8 @@ pub struct ClientParams {
     startup: BTreeMap<String, ParamValue>,
     sets: BTreeMap<String, ParamValue>,
     fingerprint: u64,
+    /// [`ClientParams::default_read_only`], worked out when the settings change.
+    read_only_default: bool,
 }
 
 /// What the proxy has applied to a server connection (beyond the server's own defaults).
@@ -53,6 +55,7 @@ impl ClientParams {
             startup,
             sets: BTreeMap::new(),
             fingerprint: 0,
+            read_only_default: false,
         };
         out.refresh();
         out
@@ -75,6 +78,7 @@ impl ClientParams {
 
     fn refresh(&mut self) {
         self.fingerprint = fingerprint(self.desired().into_iter());
+        self.read_only_default = self.compute_default_read_only();
     }
 
     /// Whether `applied` already matches this client (the cheap check done at every checkout).
@@ -141,6 +145,40 @@ impl ClientParams {
         Some(sql)
     }
 
+    /// Whether the client made its transactions read-only by default (`default_transaction_read_only`
+    /// at startup or by `SET`, or `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`), so a plain
+    /// `BEGIN` may go to a replica.
+    pub fn default_read_only(&self) -> bool {
+        self.read_only_default
+    }
+
+    fn compute_default_read_only(&self) -> bool {
+        let desired = self.desired();
+        if let Some(ParamValue::Sql(statement)) = desired
+            .iter()
+            .find(|(name, _)| name.as_str() == "session_characteristics")
+            .map(|(_, v)| *v)
+        {
+            let upper = statement.to_ascii_uppercase();
+            let words: Vec<&str> = upper.split_ascii_whitespace().collect();
+            if let Some(at) = words.windows(2).rposition(|w| w[0] == "READ") {
+                return words[at + 1].starts_with("ONLY");
+            }
+        }
+        match desired
+            .iter()
+            .find(|(name, _)| name.as_str() == "default_transaction_read_only")
+            .map(|(_, v)| *v)
+        {
+            Some(ParamValue::Startup(value)) => parse_bool(value),
+            Some(ParamValue::Sql(statement)) => statement
+                .split(|c: char| c.is_ascii_whitespace() || c == '=')
+                .rfind(|w| !w.is_empty())
+                .is_some_and(parse_bool),
+            None => false,
+        }
+    }
+
     /// Records that `sync_sql` ran on the server with `applied`.
     pub fn mark_applied(&self, applied: &mut AppliedParams) {
         applied.values = self
@@ -177,6 +215,16 @@ fn fingerprint<'a>(entries: impl Iterator<Item = (&'a String, &'a ParamValue)>) 
     } else {
         0
     }
+}
+
+/// Postgres' spellings of a true boolean setting (`on`, `true`, `yes`, `1`, quoted or not).
+fn parse_bool(value: &str) -> bool {
+    let v = value
+        .trim()
+        .trim_end_matches(';')
+        .trim_matches(['\'', '"'])
+        .to_ascii_lowercase();
+    matches!(v.as_str(), "on" | "true" | "yes" | "1" | "t" | "y")
 }
 
 /// A string literal that is right whatever `standard_conforming_strings` says: dollar quoting.
@@ -279,5 +327,24 @@ mod tests {
             plain.sync_sql(&applied).as_deref(),
             Some("RESET statement_timeout;")
         );
+    }
+
+    #[test]
+    fn default_read_only_from_startup_set_and_characteristics() {
+        let plain = ClientParams::from_startup(&[], &[]);
+        assert!(!plain.default_read_only());
+        let startup = ClientParams::from_startup(&[], &[("default_transaction_read_only".into(), "on".into())]);
+        assert!(startup.default_read_only());
+        let mut c = ClientParams::from_startup(&[], &[]);
+        let mut applied = AppliedParams::default();
+        let set = |sql: &str| crate::router::session_ops::session_ops(sql);
+        c.commit(&set("SET default_transaction_read_only TO 'true'"), &mut applied);
+        assert!(c.default_read_only());
+        c.commit(&set("set default_transaction_read_only = off"), &mut applied);
+        assert!(!c.default_read_only());
+        c.commit(&set("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"), &mut applied);
+        assert!(c.default_read_only());
+        c.commit(&set("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE"), &mut applied);
+        assert!(!c.default_read_only());
     }
 }

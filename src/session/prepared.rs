@@ -10,6 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 
 use crate::protocol::codec;
+use crate::router::cache::PlanCache;
+use crate::router::plan::Plan;
 use crate::router::session_ops::{session_ops, SessionOp};
 
 /// Past this many distinct statements the registry starts afresh (clients keep theirs alive).
@@ -24,6 +26,8 @@ pub struct PreparedStatement {
     pub parse_frame: Bytes,
     /// Session changes the statement makes when executed (`SET` prepared by a driver).
     pub ops: Vec<SessionOp>,
+    /// Where it may run (classified once, at its first `Parse`, reused at every `Bind`).
+    pub plan: Arc<Plan>,
 }
 
 /// All statements prepared through this proxy, keyed by text and parameter types.
@@ -35,7 +39,7 @@ pub struct StatementRegistry {
 
 impl StatementRegistry {
     /// The shared statement for a `Parse` body whose name has been stripped (`rest` = query + types).
-    pub fn intern(&self, rest: &[u8], query: &str) -> Arc<PreparedStatement> {
+    pub fn intern(&self, rest: &[u8], query: &str, plans: &PlanCache) -> Arc<PreparedStatement> {
         if let Some(found) = self.by_body.get(rest) {
             return found.clone();
         }
@@ -57,6 +61,7 @@ impl StatementRegistry {
                     server_name,
                     parse_frame: frame.freeze(),
                     ops: session_ops(query),
+                    plan: plans.plan(query),
                 })
             })
             .clone()
@@ -125,9 +130,10 @@ mod tests {
     #[test]
     fn same_text_shares_one_server_name() {
         let registry = StatementRegistry::default();
-        let a = registry.intern(b"select $1\0\0\0", "select $1");
-        let b = registry.intern(b"select $1\0\0\0", "select $1");
-        let c = registry.intern(b"select 2\0\0\0", "select 2");
+        let plans = PlanCache::new(10);
+        let a = registry.intern(b"select $1\0\0\0", "select $1", &plans);
+        let b = registry.intern(b"select $1\0\0\0", "select $1", &plans);
+        let c = registry.intern(b"select 2\0\0\0", "select 2", &plans);
         assert!(Arc::ptr_eq(&a, &b));
         assert_ne!(a.server_name, c.server_name);
         assert_eq!(&a.parse_frame[..1], b"P");
@@ -156,9 +162,10 @@ mod tests {
     #[test]
     fn failed_parse_only_removes_its_own_statement() {
         let registry = StatementRegistry::default();
+        let plans = PlanCache::new(10);
         let mut mine = ClientStatements::default();
-        let a = registry.intern(b"a\0\0\0", "a");
-        let b = registry.intern(b"b\0\0\0", "b");
+        let a = registry.intern(b"a\0\0\0", "a", &plans);
+        let b = registry.intern(b"b\0\0\0", "b", &plans);
         mine.insert(b"s", b.clone());
         mine.remove_if(b"s", &a);
         assert!(mine.get(b"s").is_some());

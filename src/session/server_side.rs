@@ -125,6 +125,11 @@ impl Session {
                 release = self.mode == PoolMode::Transaction && self.status == b'I';
             }
         }
+        if pos > 0 || !out.is_empty() {
+            if let Some(routing) = self.routing.as_deref_mut() {
+                routing.on_client_bytes();
+            }
+        }
         let write = if out.is_empty() && forward_from == 0 {
             self.client.write_all(&buf[..pos]).await
         } else {

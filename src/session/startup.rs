@@ -10,10 +10,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::params::ClientParams;
+use super::routing::Routing;
 use super::{EndReason, Session, Shared};
-use crate::config::{BackendAddr, PoolMode};
+use crate::config::PoolMode;
 use crate::error::ClientError;
-use crate::pool::backend::{Backend, Role};
+use crate::pool::backend::Backend;
 use crate::pool::server::ConnectSpec;
 use crate::pool::{Pool, PoolKey, PoolSettings};
 use crate::protocol::client_auth;
@@ -81,19 +82,21 @@ pub(super) async fn login(
         return Err(EndReason::StartupFailed);
     };
 
-    let addr = match config.primary() {
-        Ok(a) => Arc::new(a),
-        Err(e) => {
-            let e = ClientError::ServerUnavailable {
-                backend: "primary".into(),
-                reason: e,
-            };
-            return Err(refuse(&mut client, e).await);
-        }
-    };
-    let pool = pool_for(shared, addr, &database, user);
-    let params = ClientParams::from_startup(&startup.params, &options);
+    let shard = &shared.topology.shards[0];
+    let pool = pool_for(shared, &shard.primary, &database, user);
     let mode = config.pool.mode;
+    let routing = (mode == PoolMode::Transaction
+        && config.routing.read_write_split
+        && !shard.replicas.is_empty())
+    .then(|| {
+        let replicas = shard
+            .replicas
+            .iter()
+            .map(|backend| pool_for(shared, backend, &database, user))
+            .collect();
+        Box::new(Routing::new(replicas, shared.catalogs.get(&database)))
+    });
+    let params = ClientParams::from_startup(&startup.params, &options);
     let pid = match mode {
         PoolMode::Transaction => shared.next_pid.fetch_add(1, Ordering::Relaxed),
         PoolMode::Session => 0,
@@ -102,6 +105,7 @@ pub(super) async fn login(
         client,
         shared: shared.clone(),
         pool,
+        routing,
         mode,
         rename_statements: mode == PoolMode::Transaction,
         max_message: config.listen.max_message_size,
@@ -159,35 +163,55 @@ async fn negotiate_version(
         .map_err(|_| EndReason::ClientGone)
 }
 
+/// This client's pool on `backend`, created on first use.
 fn pool_for(
     shared: &Arc<Shared>,
-    addr: Arc<BackendAddr>,
+    backend: &Arc<Backend>,
     database: &str,
     user: &crate::config::UserConfig,
 ) -> Arc<Pool> {
     let key = PoolKey {
-        addr: addr.clone(),
+        addr: backend.addr.clone(),
         database: database.to_string(),
         user: user.server_user().to_string(),
     };
     let config = &shared.config;
     shared.pools.get_or_create(key, |key| {
         let spec = ConnectSpec {
-            addr,
+            addr: backend.addr.clone(),
             user: key.user.clone(),
             password: user.server_password().map(str::to_string),
             database: key.database.clone(),
             timeout: config.pool.connect_timeout(),
         };
-        // Placeholder until sessions route through the shared `Topology`'s backends.
-        let backend = Backend::new(spec.addr.clone(), Role::Primary, 0, None, &config.health);
         Pool::new(
             key.clone(),
             spec,
             PoolSettings::from_config(&config.pool, user.pool_size),
-            backend,
+            backend.clone(),
         )
     })
+}
+
+impl Session {
+    /// A routing client's database is used for the first time: learn which of its functions write
+    /// before any statement is routed (a failure leaves the built-in list and is retried later).
+    async fn learn_functions(&mut self) {
+        let Some(routing) = self.routing.as_deref() else {
+            return;
+        };
+        let catalogs = self.shared.catalogs.clone();
+        if !catalogs.needs_first_load(&routing.catalog) {
+            return;
+        }
+        let catalog = routing.catalog.clone();
+        if let Some(server) = self.server.as_mut() {
+            if let Err(error) = Box::pin(catalogs.load(&catalog, server)).await {
+                tracing::warn!(pool = %self.pool.key, %error, "cannot read the function catalog");
+                catalog.mark_stale();
+            }
+        }
+    }
 }
 
 /// Sends a fatal error during startup and ends the connection.
@@ -220,6 +244,7 @@ impl Session {
                     let _ = self.client.write_all(&out).await;
                     return Err(EndReason::StartupFailed);
                 }
+                self.learn_functions().await;
                 let reported = self
                     .server
                     .as_ref()

@@ -18,9 +18,11 @@ pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-secret";
 pub const SUPERUSER_PASSWORD: &str = "postgres";
 
-/// A Postgres server with an `app` role and database, and pgscale in front of it.
+/// A Postgres server with an `app` role and database (optionally with streaming replicas), and pgscale
+/// in front of it.
 pub struct Env {
     pub pg: LocalPostgres,
+    pub replicas: Vec<LocalPostgres>,
     pub proxy: Option<RunningProxy>,
     pub port: u16,
 }
@@ -106,18 +108,81 @@ impl Env {
         mode: PoolMode,
         pool_size: usize,
     ) -> Env {
-        let pg = tokio::task::spawn_blocking(start_postgres)
-            .await
-            .expect("join");
+        Env::start_with_replicas(0, tweak, mode, pool_size).await
+    }
+
+    /// A primary with `replicas` streaming replicas (`pg_basebackup -R`), all in the config's shard.
+    pub async fn start_with_replicas(
+        replicas: usize,
+        tweak: impl FnOnce(&mut Config),
+        mode: PoolMode,
+        pool_size: usize,
+    ) -> Env {
+        let (pg, replicas) = tokio::task::spawn_blocking(move || {
+            let pg = start_postgres();
+            let replicas: Vec<LocalPostgres> = (0..replicas)
+                .map(|_| LocalPostgres::start_replica_of(&pg).expect("start replica"))
+                .collect();
+            (pg, replicas)
+        })
+        .await
+        .expect("join");
         let mut config = config_for(&pg, mode, pool_size);
+        config.shards[0].replicas = replicas
+            .iter()
+            .map(|r| format!("postgres://{}:{}", r.host(), r.port()).into())
+            .collect();
         tweak(&mut config);
         config.validate().expect("test config is valid");
         let proxy = listener::start(config).await.expect("start proxy");
         let port = proxy.local_addr.port();
         Env {
             pg,
+            replicas,
             proxy: Some(proxy),
             port,
+        }
+    }
+
+    /// Connects as superuser straight to `server` (the primary or a replica), database `app`.
+    pub async fn direct_to(&self, server: &LocalPostgres) -> Client {
+        connect(&format!(
+            "host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} dbname=app",
+            server.port()
+        ))
+        .await
+    }
+
+    /// Waits until every replica has replayed the primary's WAL as of now.
+    pub async fn wait_replicas_caught_up(&self) {
+        let primary = self.direct().await;
+        let lsn: String = primary
+            .query_one("select pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .expect("primary lsn")
+            .get(0);
+        for replica in &self.replicas {
+            let client = self.direct_to(replica).await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let caught_up: bool = client
+                    .query_one(
+                        "select pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .await
+                    .expect("replay lsn")
+                    .get(0);
+                if caught_up {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica {} did not catch up",
+                    replica.port()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
     }
 

@@ -1,0 +1,467 @@
+//! Read/write splitting for one client (transaction mode). While no server is attached, the messages of
+//! a unit — one simple query, or an extended-protocol batch up to Sync or Flush — are held, classified
+//! (plan cache), and routed as a whole: reads and read-only transactions to the nearest fresh replica,
+//! everything else to the primary. A read that fails on its server before any byte reached the
+//! client is sent once more, elsewhere.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::functions::DbCatalog;
+use super::lifecycle::AttachError;
+use super::{Flow, Session};
+use crate::config::{Consistency, NoReplica};
+use crate::error::ClientError;
+use crate::pool::balancer::{choose_replica, ReadRequest};
+use crate::pool::breaker::FailureKind;
+use crate::pool::Pool;
+use crate::protocol::codec::{self, BodyReader};
+use crate::router::fingerprint::leading_hint;
+use crate::router::plan::{Decision, Plan, UnitRouter};
+
+/// A unit larger than this is routed before it is complete (to the primary unless it is all reads).
+const MAX_HELD_BYTES: usize = 1 << 20;
+
+/// Which server of the shard a unit runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    Primary,
+    Replica(usize),
+}
+
+/// What a read may see, given the client's own writes.
+enum Freshness {
+    Any,
+    /// Only replicas that replayed the primary's WAL up to here.
+    AtLeast(u64),
+    /// The client wrote so recently that no replica is known to have it.
+    PrimaryOnly,
+}
+
+/// A unit that may be sent again: nothing of its answer has reached the client yet.
+struct Retry {
+    frames: Bytes,
+    decision: Decision,
+    tried: Vec<usize>,
+    ops_len: usize,
+    client_mark: usize,
+}
+
+/// A routing client's state.
+pub(super) struct Routing {
+    /// This client's pools on the shard's replicas, in the topology's order.
+    pub(super) replicas: Vec<Arc<Pool>>,
+    pub(super) catalog: Arc<DbCatalog>,
+    unit: UnitRouter,
+    held: BytesMut,
+    /// No message of the held unit changes the client's statement names (so it can be replayed).
+    retryable: bool,
+    unnamed_plan: Option<Arc<Plan>>,
+    retry: Option<Retry>,
+    /// Where the unit (or transaction) holding the server went, and why.
+    attached: Option<(Target, Decision)>,
+    /// When this client last committed a write on the primary.
+    last_write: Option<Instant>,
+    /// A primary WAL position at or past that write, once known.
+    min_lsn: Option<u64>,
+}
+
+impl Routing {
+    pub(super) fn new(replicas: Vec<Arc<Pool>>, catalog: Arc<DbCatalog>) -> Routing {
+        Routing {
+            replicas,
+            catalog,
+            unit: UnitRouter::default(),
+            held: BytesMut::new(),
+            retryable: true,
+            unnamed_plan: None,
+            retry: None,
+            attached: None,
+            last_write: None,
+            min_lsn: None,
+        }
+    }
+
+    pub(super) fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The server is given back: a write it committed makes later reads wait for replicas to catch up.
+    pub(super) fn on_release(&mut self) {
+        self.retry = None;
+        // Neutral units (SET, COMMIT alone) and reads that fell back to the primary wrote nothing.
+        if let Some((Target::Primary, Decision::Primary(_))) = self.attached.take() {
+            self.last_write = Some(Instant::now());
+            self.min_lsn = None;
+        }
+    }
+
+    /// Bytes reached the client: the unit can no longer be sent again.
+    pub(super) fn on_client_bytes(&mut self) {
+        self.retry = None;
+    }
+}
+
+/// Whether a `Close` frame closes a named statement (answered by the proxy in transaction mode).
+pub(super) fn closes_named_statement(frame: &[u8]) -> bool {
+    frame.get(codec::HEADER_LEN) == Some(&b'S') && frame.get(codec::HEADER_LEN + 1) != Some(&0)
+}
+
+impl Session {
+    /// A message arrived while no server is attached: hold it until its unit is complete.
+    pub(super) async fn hold(&mut self, tag: u8, frame: BytesMut) -> Flow {
+        let nothing_held = !self.routing.as_ref().is_some_and(|r| r.is_holding());
+        if nothing_held {
+            if tag == b'C' && closes_named_statement(&frame) {
+                return self.on_close_statement(&frame);
+            }
+            if tag == b'P' && self.parse_without_server(&frame) {
+                return Flow::Continue;
+            }
+        }
+        if let Err(message) = self.note_for_routing(tag, &frame) {
+            return self.protocol_violation(&message).await;
+        }
+        let Some(routing) = self.routing.as_deref_mut() else {
+            return Flow::Continue;
+        };
+        if nothing_held && tag == b'Q' {
+            // The common case, a simple query alone: no copy.
+            return self.dispatch(frame.freeze()).await;
+        }
+        routing.held.extend_from_slice(&frame);
+        if tag == b'Q' || routing.held.len() > MAX_HELD_BYTES {
+            return self.dispatch_unit().await;
+        }
+        Flow::Continue
+    }
+
+    /// Feeds what one message says about its statements into the unit's routing.
+    fn note_for_routing(&mut self, tag: u8, frame: &[u8]) -> Result<(), String> {
+        let body = &frame[codec::HEADER_LEN..];
+        let mut reader = BodyReader::new(body);
+        let bad = |what: &str, e: codec::CodecError| format!("invalid {what} message: {e}");
+        match tag {
+            b'Q' => {
+                let sql = reader.cstr_utf8().map_err(|e| bad("Query", e))?;
+                self.route_sql(sql);
+            }
+            b'P' => {
+                let name = reader.cstr().map_err(|e| bad("Parse", e))?;
+                let sql = reader.cstr_utf8().map_err(|e| bad("Parse", e))?;
+                let named = !name.is_empty();
+                let plan = self.route_sql(sql);
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    if named {
+                        routing.retryable = false;
+                    } else {
+                        routing.unnamed_plan = Some(plan);
+                    }
+                }
+            }
+            b'B' => {
+                let _portal = reader.cstr().map_err(|e| bad("Bind", e))?;
+                let name = reader.cstr().map_err(|e| bad("Bind", e))?;
+                let Some(routing) = self.routing.as_deref_mut() else {
+                    return Ok(());
+                };
+                let plan = if name.is_empty() {
+                    routing.unnamed_plan.clone()
+                } else {
+                    self.statements.get(name).map(|s| s.plan.clone())
+                };
+                if let Some(plan) = plan {
+                    routing.unit.add(&plan, &routing.catalog.current());
+                }
+            }
+            b'F' => {
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    routing.unit.add_function_call();
+                }
+            }
+            b'C' if closes_named_statement(frame) => {
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    routing.retryable = false;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Classifies one statement text (plan cache) into the unit's routing.
+    fn route_sql(&mut self, sql: &str) -> Arc<Plan> {
+        let plan = self.shared.plans.plan(sql);
+        if let Some(routing) = self.routing.as_deref_mut() {
+            if let Some(hint) = leading_hint(sql) {
+                routing.unit.add_hint(hint);
+            }
+            routing.unit.add(&plan, &routing.catalog.current());
+        }
+        plan
+    }
+
+    /// Routes the held unit (if any), attaches a server for it and sends it.
+    pub(super) async fn dispatch_unit(&mut self) -> Flow {
+        match self.routing.as_deref_mut() {
+            Some(routing) if !routing.held.is_empty() => {
+                let frames = std::mem::take(&mut routing.held).freeze();
+                self.dispatch(frames).await
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Routes a complete unit (its messages are `frames`), attaches a server for it and sends it.
+    async fn dispatch(&mut self, frames: Bytes) -> Flow {
+        let default_read_only = self.params.default_read_only();
+        let pending_empty = self.pending.is_empty();
+        let Some(routing) = self.routing.as_deref_mut() else {
+            return Flow::Continue;
+        };
+        let decision = routing.unit.decide(default_read_only);
+        if routing.unit.needs_catalog_refresh() {
+            routing.catalog.mark_stale();
+        }
+        routing.unit = UnitRouter::default();
+        let retryable = std::mem::replace(&mut routing.retryable, true)
+            && decision == Decision::Replica
+            && pending_empty;
+        let mut tried = Vec::new();
+        let target = match self.attach_for(decision, &mut tried).await {
+            Ok(target) => target,
+            Err(error) => {
+                self.refuse_unit(&error, last_frame_tag(&frames));
+                return Flow::Continue;
+            }
+        };
+        let ops_len = self.inflight_ops.len();
+        let client_mark = self.to_client.len();
+        if let Some(routing) = self.routing.as_deref_mut() {
+            self.shared
+                .catalogs
+                .refresh_if_due(&routing.catalog, &self.pool);
+            routing.attached = Some((target, decision));
+            routing.retry = retryable.then(|| Retry {
+                frames: frames.clone(),
+                decision,
+                tried,
+                ops_len,
+                client_mark,
+            });
+        }
+        self.replay(&frames).await
+    }
+
+    /// Runs held messages through the normal path, now that a server is attached.
+    async fn replay(&mut self, frames: &[u8]) -> Flow {
+        let mut at = 0;
+        while at < frames.len() {
+            // Held frames were checked when they arrived.
+            let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) else {
+                break;
+            };
+            if let Flow::End(reason) = self.process_frame(tag, &frames[at..at + total]).await {
+                return Flow::End(reason);
+            }
+            at += total;
+        }
+        Flow::Continue
+    }
+
+    /// The unit could not be routed: the client gets the error; a simple query is also owed its
+    /// `ReadyForQuery`, an extended batch gets it at its Sync.
+    fn refuse_unit(&mut self, error: &RouteError, last_tag: Option<u8>) {
+        tracing::warn!(pool = %self.pool.key, %error, "no server for client's statements");
+        match error {
+            RouteError::Attach(e) => match e.server_frame() {
+                Some(frame) => self.to_client.extend_from_slice(frame),
+                None => e.client_error(&self.pool).write_as_error(&mut self.to_client),
+            },
+            RouteError::Refused(e) => e.write_as_error(&mut self.to_client),
+        }
+        if last_tag == Some(b'Q') {
+            codec::ready_for_query(&mut self.to_client, b'I');
+        } else {
+            self.ignore_till_sync = true;
+        }
+    }
+
+    /// Attaches a server for `decision`, moving on to another replica when one fails to connect.
+    async fn attach_for(
+        &mut self,
+        decision: Decision,
+        tried: &mut Vec<usize>,
+    ) -> Result<Target, RouteError> {
+        loop {
+            let target = self.choose_target(decision, tried)?;
+            let pool = match target {
+                Target::Primary => self.pool.clone(),
+                Target::Replica(i) => match self.routing.as_ref().and_then(|r| r.replicas.get(i)) {
+                    Some(pool) => pool.clone(),
+                    None => self.pool.clone(),
+                },
+            };
+            match self.attach_to(&pool).await {
+                Ok(()) => return Ok(target),
+                Err(e) => match target {
+                    Target::Replica(i) if e.is_backend_failure() => {
+                        tracing::info!(replica = %pool.key.addr, error = %e, "replica failed; trying another");
+                        tried.push(i);
+                    }
+                    _ => return Err(RouteError::Attach(e)),
+                },
+            }
+        }
+    }
+
+    fn choose_target(&mut self, decision: Decision, tried: &[usize]) -> Result<Target, RouteError> {
+        if decision != Decision::Replica {
+            return self.primary_target(None);
+        }
+        let shared = self.shared.clone();
+        let routing_config = &shared.config.routing;
+        let shard = &shared.topology.shards[0];
+        let freshness = self.freshness();
+        let min_lsn = match freshness {
+            Freshness::Any => None,
+            Freshness::AtLeast(lsn) => Some(lsn),
+            Freshness::PrimaryOnly => {
+                return self.primary_target(Some(
+                    "this session's last write is not yet known to be on any replica",
+                ))
+            }
+        };
+        let request = ReadRequest {
+            min_lsn,
+            exclude: tried,
+            zone: routing_config.zone.as_deref(),
+            max_lag_bytes: routing_config.max_replica_lag_bytes,
+            max_lag: (routing_config.max_replica_lag_ms > 0).then(|| {
+                std::time::Duration::from_millis(routing_config.max_replica_lag_ms)
+            }),
+        };
+        let replicas = self.routing.as_ref().map(|r| &r.replicas[..]).unwrap_or(&[]);
+        let chosen = choose_replica(&shard.replicas, &request, Instant::now(), |i| {
+            replicas.get(i).map_or(usize::MAX, |p| p.in_use())
+        });
+        match (chosen, routing_config.no_replica) {
+            (Some(i), _) => Ok(Target::Replica(i)),
+            (None, NoReplica::Primary) => self.primary_target(Some("no replica qualifies")),
+            (None, NoReplica::Fail) => Err(RouteError::Refused(ClientError::NoReplica {
+                reason: format!(
+                    "none of the {} replica(s) is healthy and fresh enough, and routing.no_replica = \"fail\"",
+                    shard.replicas.len()
+                ),
+            })),
+        }
+    }
+
+    /// The primary, unless its breaker is open (then the client is told at once, not after a timeout).
+    fn primary_target(&self, why_primary: Option<&str>) -> Result<Target, RouteError> {
+        let backend = self.pool.backend();
+        if backend.breaker.is_closed() {
+            return Ok(Target::Primary);
+        }
+        let mut reason = format!(
+            "circuit breaker {:?} after repeated failures (last: {:?}); statements that need the primary are refused until it recovers",
+            backend.breaker.state(),
+            backend.breaker.last_failure()
+        );
+        if let Some(why) = why_primary {
+            reason = format!("{why}, and the primary's {reason}");
+        }
+        Err(RouteError::Refused(ClientError::BackendDown {
+            role: "primary",
+            backend: backend.addr.to_string(),
+            reason,
+        }))
+    }
+
+    /// What this client's next read may see (read-your-writes).
+    fn freshness(&mut self) -> Freshness {
+        if self.shared.config.routing.consistency == Consistency::Eventual {
+            return Freshness::Any;
+        }
+        let shard = &self.shared.topology.shards[0];
+        let Some(routing) = self.routing.as_deref_mut() else {
+            return Freshness::Any;
+        };
+        let Some(wrote_at) = routing.last_write else {
+            return Freshness::Any;
+        };
+        if let Some(lsn) = routing.min_lsn {
+            return Freshness::AtLeast(lsn);
+        }
+        match shard.primary_lsn.after(wrote_at) {
+            Some(lsn) => {
+                routing.min_lsn = Some(lsn);
+                Freshness::AtLeast(lsn)
+            }
+            None => Freshness::PrimaryOnly,
+        }
+    }
+
+    /// The server of a read broke before any byte of its answer reached the client: send the read
+    /// once more, to another server. `None` when that is not possible (the caller reports the loss).
+    pub(super) async fn retry_read(&mut self) -> Option<Flow> {
+        let routing = self.routing.as_deref_mut()?;
+        let mut retry = routing.retry.take()?;
+        if let Some((Target::Replica(i), _)) = routing.attached.take() {
+            retry.tried.push(i);
+        }
+        if let Some(conn) = self.server.take() {
+            conn.pool().backend().record_failure(FailureKind::Broken);
+        }
+        self.cancel_slot.set(None);
+        self.pending = Default::default();
+        self.server_skip = 0;
+        self.server_buf = BytesMut::new();
+        self.copy_in = false;
+        self.saw_error = false;
+        self.status = b'I';
+        self.inflight_ops.truncate(retry.ops_len);
+        self.to_client.truncate(retry.client_mark);
+        let target = match Box::pin(self.attach_for(retry.decision, &mut retry.tried)).await {
+            Ok(target) => target,
+            Err(error) => {
+                tracing::warn!(%error, "retrying a read found no server");
+                return None;
+            }
+        };
+        tracing::info!(?target, "read retried on another server");
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.attached = Some((target, retry.decision));
+        }
+        let flow = Box::pin(self.replay(&retry.frames)).await;
+        if let Flow::End(reason) = flow {
+            return Some(Flow::End(reason));
+        }
+        Some(Box::pin(self.flush()).await)
+    }
+}
+
+/// Why a unit found no server.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RouteError {
+    #[error(transparent)]
+    Attach(AttachError),
+    #[error(transparent)]
+    Refused(ClientError),
+}
+
+/// The tag of the last whole frame in a buffer of frames.
+fn last_frame_tag(frames: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    let mut last = None;
+    while at < frames.len() {
+        let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) else {
+            break;
+        };
+        last = Some(tag);
+        at += total;
+    }
+    last
+}

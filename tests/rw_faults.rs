@@ -1,0 +1,202 @@
+//! Faults under read/write splitting, with real servers and pgbench: a replica killed or hung under
+//! 32 reading clients (no client sees an error), a dead primary (writes fail fast, reads go on), and
+//! reads spread over both replicas.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{pg_tool, run_command, Env};
+use pgscale::config::PoolMode;
+
+/// A primary, two replicas and the proxy, with quick health checks, short connect timeouts and a
+/// short breaker cooldown (so the tests see a replica come back), and pgbench's tables everywhere.
+async fn bench_env() -> Env {
+    let env = Env::start_with_replicas(
+        2,
+        |c| {
+            c.health.timeout_ms = 500;
+            c.health.cooldown_ms = 1_000;
+            c.pool.connect_timeout_ms = 1_000;
+        },
+        PoolMode::Transaction,
+        40,
+    )
+    .await;
+    let init = Command::new(pg_tool("pgbench"))
+        .args(["-i", "-s", "1", "-q"])
+        .arg(env.pg.superuser_url("app"))
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    env.direct()
+        .await
+        .batch_execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
+        .await
+        .expect("grant");
+    env.wait_replicas_caught_up().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env
+}
+
+fn pgbench_select(env: &Env, seconds: u32) -> Command {
+    let mut c = Command::new(pg_tool("pgbench"));
+    c.args(["-n", "-S", "-c", "32", "-j", "2", "-T", &seconds.to_string()])
+        .arg(env.app_url());
+    c
+}
+
+/// (processed, failed) from pgbench's summary; panics on an aborted run.
+fn summary(out: &std::process::Output) -> (u64, u64) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stdout.contains("aborted") && !stderr.contains("aborted"),
+        "pgbench failed or aborted clients:\n{stdout}\n{stderr}"
+    );
+    let find = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in:\n{stdout}"))
+    };
+    (
+        find("number of transactions actually processed: "),
+        find("number of failed transactions: "),
+    )
+}
+
+/// Committed transactions on `port`'s database `app`, as the server counts them.
+async fn commits(env: &Env, server: &pgscale::local_cluster::LocalPostgres) -> i64 {
+    env.direct_to(server)
+        .await
+        .query_one(
+            "select xact_commit from pg_stat_database where datname = 'app'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_database")
+        .get(0)
+}
+
+/// Waits until a read through the proxy lands on `server` (it takes reads again).
+async fn wait_reads_reach(env: &Env, server: &pgscale::local_cluster::LocalPostgres, within: Duration) {
+    let app = env.app().await;
+    let deadline = Instant::now() + within;
+    loop {
+        let port: i32 = app
+            .query_one("select inet_server_port()", &[])
+            .await
+            .expect("read")
+            .get(0);
+        if port == i32::from(server.port()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "reads never reached port {}", server.port());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_under_pgbench_costs_no_client_a_failure() {
+    let mut env = bench_env().await;
+    let bench = tokio::spawn(run_command(pgbench_select(&env, 8)));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.replicas[0].kill9().expect("kill -9 replica");
+    let out = bench.await.expect("join");
+    let (processed, failed) = summary(&out);
+    assert!(processed > 0);
+    assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stdout));
+
+    tokio::task::block_in_place(|| env.replicas[0].restart()).expect("restart replica");
+    wait_reads_reach(&env, &env.replicas[0], Duration::from_secs(15)).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_replica_under_pgbench_costs_no_client_a_failure() {
+    let env = bench_env().await;
+    let bench = tokio::spawn(run_command(pgbench_select(&env, 10)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.replicas[1].freeze().expect("SIGSTOP replica");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.replicas[1].thaw().expect("SIGCONT replica");
+    let out = bench.await.expect("join");
+    let (processed, failed) = summary(&out);
+    assert!(processed > 0);
+    assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    wait_reads_reach(&env, &env.replicas[1], Duration::from_secs(15)).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_primary_fails_writes_fast_and_reads_go_on() {
+    let env = bench_env().await;
+    let app = env.app().await;
+    let reader = env.app().await;
+    app.batch_execute("UPDATE pgbench_branches SET bbalance = 0")
+        .await
+        .expect("write before the crash");
+    env.pg.kill9().expect("kill -9 primary");
+    for attempt in 0..5 {
+        let started = Instant::now();
+        let err = app
+            .batch_execute("UPDATE pgbench_branches SET bbalance = 1")
+            .await
+            .expect_err("a write with the primary dead");
+        let code = common::sqlstate(&err).unwrap_or_default();
+        assert!(
+            code.starts_with("08") || code.starts_with("57P"),
+            "attempt {attempt}: SQLSTATE {code}: {err}"
+        );
+        let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+        assert!(
+            message.contains(&env.pg.port().to_string()),
+            "the error names the primary: {message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "write errors are fast");
+    }
+    for _ in 0..20 {
+        let row = reader
+            .query_one("select count(*), pg_is_in_recovery() from pgbench_branches", &[])
+            .await
+            .expect("reads go on from the replicas");
+        assert!(row.get::<_, bool>(1));
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_only_pgbench_spreads_over_both_replicas() {
+    let mut env = bench_env().await;
+    let before = [commits(&env, &env.replicas[0]).await, commits(&env, &env.replicas[1]).await];
+    let primary_before = commits(&env, &env.pg).await;
+    let out = run_command(pgbench_select(&env, 4)).await;
+    let (processed, failed) = summary(&out);
+    assert_eq!(failed, 0);
+    // Backends report their counts when they exit: close the proxy's server connections first.
+    if let Some(proxy) = env.proxy.take() {
+        proxy.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = [commits(&env, &env.replicas[0]).await, commits(&env, &env.replicas[1]).await];
+    let primary_after = commits(&env, &env.pg).await;
+    let per_replica = [after[0] - before[0], after[1] - before[1]];
+    let total = (per_replica[0] + per_replica[1]) as f64;
+    assert!(total >= processed as f64 * 0.9, "reads went to replicas: {per_replica:?} of {processed}");
+    for n in per_replica {
+        assert!(
+            n as f64 > total * 0.25,
+            "both replicas take a fair share: {per_replica:?}"
+        );
+    }
+    assert!(
+        ((primary_after - primary_before) as f64) < processed as f64 * 0.1,
+        "the primary took few reads: {}",
+        primary_after - primary_before
+    );
+    env.stop().await;
+}

@@ -1,0 +1,267 @@
+//! Read/write splitting against a real primary and two streaming replicas: where statements land (as
+//! the servers themselves report it), read-only transactions, hints, volatile functions, and
+//! read-your-writes with replay paused on every replica.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::Env;
+use pgscale::config::PoolMode;
+use tokio_postgres::Client;
+
+/// Where a query ran, as the server says: (in recovery, port).
+async fn where_simple(client: &Client, sql: &str) -> (bool, i32) {
+    let rows = client.simple_query(sql).await.expect(sql);
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no row from {sql}"));
+    let in_recovery = row.get(0).expect("column 0") == "t";
+    let port = row.get(1).expect("column 1").parse().expect("port");
+    (in_recovery, port)
+}
+
+async fn rw_env() -> Env {
+    Env::start_with_replicas(2, |_| {}, PoolMode::Transaction, 10).await
+}
+
+fn replica_ports(env: &Env) -> HashSet<i32> {
+    env.replicas.iter().map(|r| i32::from(r.port())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_land_where_their_kind_says() {
+    let env = rw_env().await;
+    let primary_port = i32::from(env.pg.port());
+    let replicas = replica_ports(&env);
+    let direct = env.direct().await;
+    direct
+        .batch_execute(
+            "CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'a');
+             CREATE SEQUENCE s;
+             CREATE FUNCTION where_am_i() RETURNS bool LANGUAGE sql VOLATILE AS 'select pg_is_in_recovery()';
+             CREATE FUNCTION stable_where() RETURNS bool LANGUAGE sql STABLE AS 'select pg_is_in_recovery()';
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO app; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;",
+        )
+        .await
+        .expect("schema");
+    env.wait_replicas_caught_up().await;
+    // Replicas must have been polled once before they take reads.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = env.app().await;
+    let here = "pg_is_in_recovery(), inet_server_port()";
+
+    for sql in [
+        format!("select {here}"),
+        format!("select {here} from t where id = 1"),
+        format!("with x as (select * from t) select {here} from x"),
+        format!("select {here} union all select {here} limit 1"),
+        format!("select stable_where(), inet_server_port()"),
+    ] {
+        let (recovery, port) = where_simple(&app, &sql).await;
+        assert!(recovery && replicas.contains(&port), "read on a replica: {sql}");
+    }
+    for sql in [
+        format!("select {here} from t for update"),
+        format!("select {here} from (select * from t for share) x"),
+        format!("with i as (insert into t values (2, 'b') returning id) select {here} from i"),
+        format!("select {here}, nextval('s')"),
+        format!("select where_am_i(), inet_server_port()"),
+        format!("/* pgscale: primary */ select {here}"),
+    ] {
+        let (recovery, port) = where_simple(&app, &sql).await;
+        assert!(!recovery && port == primary_port, "on the primary: {sql}");
+    }
+    let (recovery, _) = where_simple(
+        &app,
+        &format!("/* pgscale: replica */ select {here} from t for update nowait"),
+    )
+    .await
+    .clone();
+    assert!(recovery, "a replica hint wins");
+
+    // Extended protocol (tokio-postgres prepares named statements): decided at Parse, reused at Bind.
+    for _ in 0..3 {
+        let row = app
+            .query_one("select pg_is_in_recovery(), inet_server_port()", &[])
+            .await
+            .expect("extended read");
+        assert!(row.get::<_, bool>(0), "extended read on a replica");
+        let row = app
+            .query_one(
+                "select pg_is_in_recovery(), inet_server_port(), nextval('s')",
+                &[],
+            )
+            .await
+            .expect("extended write-ish read");
+        assert!(!row.get::<_, bool>(0), "nextval on the primary");
+    }
+
+    // Transactions: read-only ones to a replica, others to the primary, whole.
+    let (recovery, _) = where_simple(&app, &format!("begin; select {here}; commit")).await;
+    assert!(!recovery, "a plain transaction runs on the primary");
+    app.batch_execute("BEGIN READ ONLY").await.expect("begin");
+    let (recovery, first) = where_simple(&app, &format!("select {here}")).await;
+    let (_, second) = where_simple(&app, &format!("select {here}")).await;
+    app.batch_execute("COMMIT").await.expect("commit");
+    assert!(recovery && first == second, "a read-only transaction stays on one replica");
+    let (recovery, _) = where_simple(
+        &app,
+        &format!("begin; set transaction read only; select {here}; commit"),
+    )
+    .await;
+    assert!(recovery, "SET TRANSACTION READ ONLY in the same query");
+    app.batch_execute("SET default_transaction_read_only = on")
+        .await
+        .expect("set");
+    app.batch_execute("BEGIN").await.expect("begin");
+    let (recovery, _) = where_simple(&app, &format!("select {here}")).await;
+    app.batch_execute("COMMIT").await.expect("commit");
+    assert!(recovery, "default_transaction_read_only makes BEGIN read-only");
+    app.batch_execute("RESET default_transaction_read_only")
+        .await
+        .expect("reset");
+
+    // Writes land on the primary and are visible there.
+    app.batch_execute("INSERT INTO t VALUES (10, 'written')")
+        .await
+        .expect("insert through the proxy");
+    let n: i64 = direct
+        .query_one("select count(*) from t where id = 10", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1);
+
+    // A statement sqlparser cannot parse goes to the primary and is counted.
+    let shared = env.proxy.as_ref().expect("proxy").shared().clone();
+    let before = shared.plans.stats().unparsable;
+    let (recovery, _) = where_simple(
+        &app,
+        &format!("select {here} from t where v operator(pg_catalog.=) 'a'"),
+    )
+    .await;
+    assert!(!recovery, "unparsable statements go to the primary");
+    assert!(shared.plans.stats().unparsable > before, "and are counted");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_created_through_the_proxy_is_learnt() {
+    let env = rw_env().await;
+    let app = env.app().await;
+    app.batch_execute(
+        "CREATE FUNCTION later_fn() RETURNS bool LANGUAGE sql VOLATILE AS 'select pg_is_in_recovery()'",
+    )
+    .await
+    .expect("create function through the proxy");
+    env.wait_replicas_caught_up().await;
+    // The catalog is re-read in the background after function DDL; within a few seconds the function
+    // counts as a write.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (recovery, _) =
+            where_simple(&app, "select later_fn(), inet_server_port()").await;
+        if !recovery {
+            break;
+        }
+        assert!(Instant::now() < deadline, "later_fn() never reached the primary");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_own_writes_while_replicas_are_paused() {
+    let env = rw_env().await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE TABLE ryw (id int primary key); GRANT ALL ON ryw TO app")
+        .await
+        .expect("schema");
+    env.wait_replicas_caught_up().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut replica_clients = Vec::new();
+    for replica in &env.replicas {
+        let c = env.direct_to(replica).await;
+        c.batch_execute("select pg_wal_replay_pause()")
+            .await
+            .expect("pause replay");
+        replica_clients.push(c);
+    }
+    let app = env.app().await;
+    let bystander = env.app().await;
+    let mut on_primary = 0;
+    for i in 0..50i32 {
+        app.execute("INSERT INTO ryw VALUES ($1)", &[&i])
+            .await
+            .expect("insert");
+        let row = app
+            .query_one(
+                "select count(*), pg_is_in_recovery() from ryw where id = $1",
+                &[&i],
+            )
+            .await
+            .expect("read back");
+        assert_eq!(row.get::<_, i64>(0), 1, "read {i} missed the client's own write");
+        if !row.get::<_, bool>(1) {
+            on_primary += 1;
+        }
+    }
+    assert_eq!(on_primary, 50, "with replay paused, own-write reads go to the primary");
+    // A client that wrote nothing still reads from a replica (it sees the paused snapshot).
+    let row = bystander
+        .query_one("select count(*), pg_is_in_recovery() from ryw", &[])
+        .await
+        .expect("bystander read");
+    assert!(row.get::<_, bool>(1), "a client without writes reads from replicas");
+    assert_eq!(row.get::<_, i64>(0), 0, "the paused replicas have none of the rows");
+
+    for c in &replica_clients {
+        c.batch_execute("select pg_wal_replay_resume()")
+            .await
+            .expect("resume replay");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = app
+            .query_one("select count(*), pg_is_in_recovery() from ryw", &[])
+            .await
+            .expect("read after resume");
+        assert_eq!(row.get::<_, i64>(0), 50, "every write visible");
+        if row.get::<_, bool>(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never went back to the replicas");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_consistency_reads_from_replicas_right_after_a_write() {
+    let env = Env::start_with_replicas(
+        1,
+        |c| c.routing.consistency = pgscale::config::Consistency::Eventual,
+        PoolMode::Transaction,
+        10,
+    )
+    .await;
+    env.direct()
+        .await
+        .batch_execute("CREATE TABLE ev (id int); GRANT ALL ON ev TO app")
+        .await
+        .expect("schema");
+    env.wait_replicas_caught_up().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = env.app().await;
+    app.batch_execute("INSERT INTO ev VALUES (1)").await.expect("insert");
+    let (recovery, _) = where_simple(&app, "select pg_is_in_recovery(), inet_server_port()").await;
+    assert!(recovery, "eventual: the read after a write goes to the replica");
+    env.stop().await;
+}
