@@ -6,16 +6,19 @@
 //!   module sees a sqlparser type.
 //! - [`plan`]: statement kinds and write reasons, and [`plan::UnitRouter`], which folds the plans of
 //!   one unit (a Query, or a batch up to Sync) into a primary/replica [`plan::Decision`].
-//! - [`fingerprint`]: a cache key for plans (the text with literals, comments and spacing
+//! - [`fingerprint`]: the plan cache's key (the text with literals, comments and spacing
 //!   normalized away) and `/* pgscale: … */` routing hints.
+//! - [`cache`]: plans by fingerprint, bounded, with hit/miss/unparsable counters.
 //! - [`functions`]: which function names write (built-ins, configured, learnt from the database).
 
+pub mod cache;
 pub mod classify;
 pub mod fingerprint;
 pub mod functions;
 pub mod plan;
 pub mod session_ops;
 
+pub use cache::{PlanCache, PlanCacheStats};
 pub use classify::classify;
 pub use fingerprint::{fingerprint, leading_hint};
 pub use functions::{FunctionCatalog, LEARN_VOLATILE_SQL};
