@@ -2,9 +2,10 @@
 //!
 //! The fingerprint hashes a normalized copy of the text: literals become one placeholder byte,
 //! comments and runs of whitespace become one space (none next to brackets, commas and semicolons),
-//! unquoted words are lowercased (Postgres folds them). Identifiers, keywords, operators and `$n` parameters are kept, so texts with the same
-//! fingerprint differ only in what can never change a classification. Strings are lexed with
-//! `standard_conforming_strings` on (the default since Postgres 9.1).
+//! unquoted words are lowercased (Postgres folds them). Identifiers, keywords, operators and `$n`
+//! parameters are kept, so texts with the same fingerprint differ only in what can never change a
+//! classification. Strings are lexed with `standard_conforming_strings` on (the default since
+//! Postgres 9.1).
 
 use std::cell::RefCell;
 
@@ -119,7 +120,11 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
                         i = skip_quoted(sql, i + prefix_len, b'\'', escapes);
                         out.push(LITERAL);
                     }
-                    None => out.extend(word.iter().map(u8::to_ascii_lowercase)),
+                    None => {
+                        let at = out.len();
+                        out.extend_from_slice(word);
+                        out[at..].make_ascii_lowercase();
+                    }
                 }
             }
             _ => {
