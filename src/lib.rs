@@ -7,7 +7,8 @@
 //!   session settings carried across server connections.
 //! - [`protocol`]: wire frames, startup packets, client authentication (SCRAM, md5, trust).
 //! - [`pool`]: server connections and their pools.
-//! - [`router`]: what statements do (for now: which change session state).
+//! - [`router`]: what statements do: read/write classification, the plan cache, routing hints, and
+//!   which statements change session state.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
