@@ -4,11 +4,12 @@
 //! - [`config`]: the TOML config, its validation (`pgscale check`).
 //! - [`listener`]: accepting clients, graceful shutdown.
 //! - [`session`]: one client from login to goodbye; transaction pooling, prepared statements and
-//!   session settings carried across server connections.
+//!   session settings carried across server connections; read/write splitting of each unit.
 //! - [`protocol`]: wire frames, startup packets, client authentication (SCRAM, md5, trust).
 //! - [`pool`]: server connections and their pools; backends with circuit breakers, health polling and
 //!   the choice of replica.
-//! - [`router`]: what statements do (for now: which change session state).
+//! - [`router`]: what statements do: read/write classification, the plan cache, routing hints, and
+//!   which statements change session state.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.

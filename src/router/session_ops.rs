@@ -72,7 +72,7 @@ pub fn split_statements(sql: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
-fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
+pub(crate) fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
     let mut i = open + 1;
     while i < bytes.len() {
         if backslash_escapes && bytes[i] == b'\\' {
@@ -91,7 +91,7 @@ fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash_escapes: bool) ->
     bytes.len()
 }
 
-fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
+pub(crate) fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
     let mut depth = 0usize;
     let mut i = open;
     while i + 1 < bytes.len() {
@@ -112,7 +112,7 @@ fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
 }
 
 /// `$tag$ … $tag$`; a `$` that does not open a dollar quote (e.g. `$1`) is skipped alone.
-fn skip_dollar_quote(bytes: &[u8], open: usize) -> usize {
+pub(crate) fn skip_dollar_quote(bytes: &[u8], open: usize) -> usize {
     let tag_end = bytes[open + 1..]
         .iter()
         .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
