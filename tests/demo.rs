@@ -47,7 +47,12 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
         backends[1].starts_with("0 replica postgres://"),
         "{backends:?}"
     );
-    let replica_port = backends[1].rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default().to_string();
+    let replica_port = backends[1]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap_or_default()
+        .to_string();
     let backend_url = backends[0].trim_start_matches("0 primary ").to_string();
 
     let out = Command::new(common::pg_tool("psql"))
@@ -67,7 +72,13 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
     for _ in 0..50 {
         let out = Command::new(common::pg_tool("psql"))
             .arg(&url)
-            .args(["-X", "-A", "-t", "-c", "select pg_is_in_recovery(), inet_server_port()"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "select pg_is_in_recovery(), inet_server_port()",
+            ])
             .output()
             .expect("psql");
         if String::from_utf8_lossy(&out.stdout).trim() == format!("t|{replica_port}") {

@@ -29,7 +29,11 @@ async fn bench_env() -> Env {
         .arg(env.pg.superuser_url("app"))
         .output()
         .expect("pgbench -i");
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     env.direct()
         .await
         .batch_execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
@@ -42,8 +46,17 @@ async fn bench_env() -> Env {
 
 fn pgbench_select(env: &Env, seconds: u32) -> Command {
     let mut c = Command::new(pg_tool("pgbench"));
-    c.args(["-n", "-S", "-c", "32", "-j", "2", "-T", &seconds.to_string()])
-        .arg(env.app_url());
+    c.args([
+        "-n",
+        "-S",
+        "-c",
+        "32",
+        "-j",
+        "2",
+        "-T",
+        &seconds.to_string(),
+    ])
+    .arg(env.app_url());
     c
 }
 
@@ -83,7 +96,11 @@ async fn commits(env: &Env, server: &pgscale::local_cluster::LocalPostgres) -> i
 }
 
 /// Waits until a read through the proxy lands on `server` (it takes reads again).
-async fn wait_reads_reach(env: &Env, server: &pgscale::local_cluster::LocalPostgres, within: Duration) {
+async fn wait_reads_reach(
+    env: &Env,
+    server: &pgscale::local_cluster::LocalPostgres,
+    within: Duration,
+) {
     let app = env.app().await;
     let deadline = Instant::now() + within;
     loop {
@@ -95,7 +112,11 @@ async fn wait_reads_reach(env: &Env, server: &pgscale::local_cluster::LocalPostg
         if port == i32::from(server.port()) {
             return;
         }
-        assert!(Instant::now() < deadline, "reads never reached port {}", server.port());
+        assert!(
+            Instant::now() < deadline,
+            "reads never reached port {}",
+            server.port()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -152,16 +173,25 @@ async fn dead_primary_fails_writes_fast_and_reads_go_on() {
             code.starts_with("08") || code.starts_with("57P"),
             "attempt {attempt}: SQLSTATE {code}: {err}"
         );
-        let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+        let message = err
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
         assert!(
             message.contains(&env.pg.port().to_string()),
             "the error names the primary: {message}"
         );
-        assert!(started.elapsed() < Duration::from_secs(2), "write errors are fast");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "write errors are fast"
+        );
     }
     for _ in 0..20 {
         let row = reader
-            .query_one("select count(*), pg_is_in_recovery() from pgbench_branches", &[])
+            .query_one(
+                "select count(*), pg_is_in_recovery() from pgbench_branches",
+                &[],
+            )
             .await
             .expect("reads go on from the replicas");
         assert!(row.get::<_, bool>(1));
@@ -172,7 +202,10 @@ async fn dead_primary_fails_writes_fast_and_reads_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn select_only_pgbench_spreads_over_both_replicas() {
     let mut env = bench_env().await;
-    let before = [commits(&env, &env.replicas[0]).await, commits(&env, &env.replicas[1]).await];
+    let before = [
+        commits(&env, &env.replicas[0]).await,
+        commits(&env, &env.replicas[1]).await,
+    ];
     let primary_before = commits(&env, &env.pg).await;
     let out = run_command(pgbench_select(&env, 4)).await;
     let (processed, failed) = summary(&out);
@@ -182,11 +215,17 @@ async fn select_only_pgbench_spreads_over_both_replicas() {
         proxy.shutdown().await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = [commits(&env, &env.replicas[0]).await, commits(&env, &env.replicas[1]).await];
+    let after = [
+        commits(&env, &env.replicas[0]).await,
+        commits(&env, &env.replicas[1]).await,
+    ];
     let primary_after = commits(&env, &env.pg).await;
     let per_replica = [after[0] - before[0], after[1] - before[1]];
     let total = (per_replica[0] + per_replica[1]) as f64;
-    assert!(total >= processed as f64 * 0.9, "reads went to replicas: {per_replica:?} of {processed}");
+    assert!(
+        total >= processed as f64 * 0.9,
+        "reads went to replicas: {per_replica:?} of {processed}"
+    );
     for n in per_replica {
         assert!(
             n as f64 > total * 0.25,

@@ -53,7 +53,9 @@ async fn statements_land_where_their_kind_says() {
     env.wait_replicas_caught_up().await;
     // Replicas must have been polled once before they take reads.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // `app` writes; `reader` never does, so read-your-writes never holds its reads on the primary.
     let app = env.app().await;
+    let reader = env.app().await;
     let here = "pg_is_in_recovery(), inet_server_port()";
 
     for sql in [
@@ -61,33 +63,35 @@ async fn statements_land_where_their_kind_says() {
         format!("select {here} from t where id = 1"),
         format!("with x as (select * from t) select {here} from x"),
         format!("select {here} union all select {here} limit 1"),
-        format!("select stable_where(), inet_server_port()"),
+        "select stable_where(), inet_server_port()".to_string(),
     ] {
-        let (recovery, port) = where_simple(&app, &sql).await;
-        assert!(recovery && replicas.contains(&port), "read on a replica: {sql}");
+        let (recovery, port) = where_simple(&reader, &sql).await;
+        assert!(
+            recovery && replicas.contains(&port),
+            "read on a replica: {sql}"
+        );
     }
     for sql in [
         format!("select {here} from t for update"),
         format!("select {here} from (select * from t for share) x"),
         format!("with i as (insert into t values (2, 'b') returning id) select {here} from i"),
         format!("select {here}, nextval('s')"),
-        format!("select where_am_i(), inet_server_port()"),
+        "select where_am_i(), inet_server_port()".to_string(),
         format!("/* pgscale: primary */ select {here}"),
     ] {
         let (recovery, port) = where_simple(&app, &sql).await;
         assert!(!recovery && port == primary_port, "on the primary: {sql}");
     }
     let (recovery, _) = where_simple(
-        &app,
-        &format!("/* pgscale: replica */ select {here} from t for update nowait"),
+        &reader,
+        "/* pgscale: replica */ select where_am_i(), inet_server_port()",
     )
-    .await
-    .clone();
-    assert!(recovery, "a replica hint wins");
+    .await;
+    assert!(recovery, "a replica hint wins over a volatile function");
 
     // Extended protocol (tokio-postgres prepares named statements): decided at Parse, reused at Bind.
     for _ in 0..3 {
-        let row = app
+        let row = reader
             .query_one("select pg_is_in_recovery(), inet_server_port()", &[])
             .await
             .expect("extended read");
@@ -105,25 +109,36 @@ async fn statements_land_where_their_kind_says() {
     // Transactions: read-only ones to a replica, others to the primary, whole.
     let (recovery, _) = where_simple(&app, &format!("begin; select {here}; commit")).await;
     assert!(!recovery, "a plain transaction runs on the primary");
-    app.batch_execute("BEGIN READ ONLY").await.expect("begin");
-    let (recovery, first) = where_simple(&app, &format!("select {here}")).await;
-    let (_, second) = where_simple(&app, &format!("select {here}")).await;
-    app.batch_execute("COMMIT").await.expect("commit");
-    assert!(recovery && first == second, "a read-only transaction stays on one replica");
+    reader
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .expect("begin");
+    let (recovery, first) = where_simple(&reader, &format!("select {here}")).await;
+    let (_, second) = where_simple(&reader, &format!("select {here}")).await;
+    reader.batch_execute("COMMIT").await.expect("commit");
+    assert!(
+        recovery && first == second,
+        "a read-only transaction stays on one replica"
+    );
     let (recovery, _) = where_simple(
-        &app,
+        &reader,
         &format!("begin; set transaction read only; select {here}; commit"),
     )
     .await;
     assert!(recovery, "SET TRANSACTION READ ONLY in the same query");
-    app.batch_execute("SET default_transaction_read_only = on")
+    reader
+        .batch_execute("SET default_transaction_read_only = on")
         .await
         .expect("set");
-    app.batch_execute("BEGIN").await.expect("begin");
-    let (recovery, _) = where_simple(&app, &format!("select {here}")).await;
-    app.batch_execute("COMMIT").await.expect("commit");
-    assert!(recovery, "default_transaction_read_only makes BEGIN read-only");
-    app.batch_execute("RESET default_transaction_read_only")
+    reader.batch_execute("BEGIN").await.expect("begin");
+    let (recovery, _) = where_simple(&reader, &format!("select {here}")).await;
+    reader.batch_execute("COMMIT").await.expect("commit");
+    assert!(
+        recovery,
+        "default_transaction_read_only makes BEGIN read-only"
+    );
+    reader
+        .batch_execute("RESET default_transaction_read_only")
         .await
         .expect("reset");
 
@@ -142,8 +157,8 @@ async fn statements_land_where_their_kind_says() {
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
     let before = shared.plans.stats().unparsable;
     let (recovery, _) = where_simple(
-        &app,
-        &format!("select {here} from t where v operator(pg_catalog.=) 'a'"),
+        &reader,
+        &format!("select {here} from t, lateral rows from (generate_series(1, 2)) x limit 1"),
     )
     .await;
     assert!(!recovery, "unparsable statements go to the primary");
@@ -165,12 +180,14 @@ async fn function_created_through_the_proxy_is_learnt() {
     // counts as a write.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (recovery, _) =
-            where_simple(&app, "select later_fn(), inet_server_port()").await;
+        let (recovery, _) = where_simple(&app, "select later_fn(), inet_server_port()").await;
         if !recovery {
             break;
         }
-        assert!(Instant::now() < deadline, "later_fn() never reached the primary");
+        assert!(
+            Instant::now() < deadline,
+            "later_fn() never reached the primary"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     env.stop().await;
@@ -208,19 +225,33 @@ async fn reads_see_own_writes_while_replicas_are_paused() {
             )
             .await
             .expect("read back");
-        assert_eq!(row.get::<_, i64>(0), 1, "read {i} missed the client's own write");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            1,
+            "read {i} missed the client's own write"
+        );
         if !row.get::<_, bool>(1) {
             on_primary += 1;
         }
     }
-    assert_eq!(on_primary, 50, "with replay paused, own-write reads go to the primary");
+    assert_eq!(
+        on_primary, 50,
+        "with replay paused, own-write reads go to the primary"
+    );
     // A client that wrote nothing still reads from a replica (it sees the paused snapshot).
     let row = bystander
         .query_one("select count(*), pg_is_in_recovery() from ryw", &[])
         .await
         .expect("bystander read");
-    assert!(row.get::<_, bool>(1), "a client without writes reads from replicas");
-    assert_eq!(row.get::<_, i64>(0), 0, "the paused replicas have none of the rows");
+    assert!(
+        row.get::<_, bool>(1),
+        "a client without writes reads from replicas"
+    );
+    assert_eq!(
+        row.get::<_, i64>(0),
+        0,
+        "the paused replicas have none of the rows"
+    );
 
     for c in &replica_clients {
         c.batch_execute("select pg_wal_replay_resume()")
@@ -237,7 +268,10 @@ async fn reads_see_own_writes_while_replicas_are_paused() {
         if row.get::<_, bool>(1) {
             break;
         }
-        assert!(Instant::now() < deadline, "reads never went back to the replicas");
+        assert!(
+            Instant::now() < deadline,
+            "reads never went back to the replicas"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     env.stop().await;
@@ -260,8 +294,13 @@ async fn eventual_consistency_reads_from_replicas_right_after_a_write() {
     env.wait_replicas_caught_up().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let app = env.app().await;
-    app.batch_execute("INSERT INTO ev VALUES (1)").await.expect("insert");
+    app.batch_execute("INSERT INTO ev VALUES (1)")
+        .await
+        .expect("insert");
     let (recovery, _) = where_simple(&app, "select pg_is_in_recovery(), inet_server_port()").await;
-    assert!(recovery, "eventual: the read after a write goes to the replica");
+    assert!(
+        recovery,
+        "eventual: the read after a write goes to the replica"
+    );
     env.stop().await;
 }

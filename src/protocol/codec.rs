@@ -204,6 +204,21 @@ pub fn parse_error_fields(body: &[u8]) -> (String, String) {
     (code, message)
 }
 
+/// Whether an `ErrorResponse` body ends the server's session (`FATAL` or `PANIC`).
+pub fn error_is_fatal(body: &[u8]) -> bool {
+    let mut reader = BodyReader::new(body);
+    while let Ok(field) = reader.u8() {
+        if field == 0 {
+            break;
+        }
+        let Ok(value) = reader.cstr() else { break };
+        if field == b'V' || field == b'S' {
+            return value == b"FATAL" || value == b"PANIC";
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -390,12 +390,7 @@ impl Session {
         match &found {
             Some(statement) => {
                 self.ensure_prepared(statement);
-                let renamed = rename(
-                    frame,
-                    name_at,
-                    name_at + name.len(),
-                    &statement.server_name,
-                );
+                let renamed = rename(frame, name_at, name_at + name.len(), &statement.server_name);
                 self.to_server.extend_from_slice(&renamed);
                 self.pending.push(expect);
             }

@@ -67,13 +67,20 @@ impl Catalogs {
     }
 
     /// Reads the database's functions on `conn` (a primary connection of that database).
-    pub async fn load(&self, catalog: &DbCatalog, conn: &mut ServerConn) -> Result<(), ServerError> {
+    pub async fn load(
+        &self,
+        catalog: &DbCatalog,
+        conn: &mut ServerConn,
+    ) -> Result<(), ServerError> {
         let rows = query_rows(conn, LEARN_VOLATILE_SQL).await?;
         let names = rows
             .into_iter()
             .filter_map(|row| row.into_iter().next().flatten());
         let learnt = self.base.with_learned(names);
-        tracing::debug!(functions = learnt.learned_len(), "learnt volatile functions");
+        tracing::debug!(
+            functions = learnt.learned_len(),
+            "learnt volatile functions"
+        );
         catalog.current.store(Arc::new(learnt));
         catalog.loaded_at.store(now_ms() + 1, Ordering::Relaxed);
         catalog.stale.store(false, Ordering::Relaxed);

@@ -40,9 +40,13 @@ impl AttachError {
         matches!(
             self,
             AttachError::Checkout(CheckoutError::Connect(
-                ServerError::Io { .. } | ServerError::ConnectTimeout { .. } | ServerError::Closed { .. }
+                ServerError::Io { .. }
+                    | ServerError::ConnectTimeout { .. }
+                    | ServerError::Closed { .. }
             )) | AttachError::Settings(
-                ServerError::Io { .. } | ServerError::ConnectTimeout { .. } | ServerError::Closed { .. }
+                ServerError::Io { .. }
+                    | ServerError::ConnectTimeout { .. }
+                    | ServerError::Closed { .. }
             )
         )
     }

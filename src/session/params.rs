@@ -333,16 +333,28 @@ mod tests {
     fn default_read_only_from_startup_set_and_characteristics() {
         let plain = ClientParams::from_startup(&[], &[]);
         assert!(!plain.default_read_only());
-        let startup = ClientParams::from_startup(&[], &[("default_transaction_read_only".into(), "on".into())]);
+        let startup = ClientParams::from_startup(
+            &[],
+            &[("default_transaction_read_only".into(), "on".into())],
+        );
         assert!(startup.default_read_only());
         let mut c = ClientParams::from_startup(&[], &[]);
         let mut applied = AppliedParams::default();
         let set = |sql: &str| crate::router::session_ops::session_ops(sql);
-        c.commit(&set("SET default_transaction_read_only TO 'true'"), &mut applied);
+        c.commit(
+            &set("SET default_transaction_read_only TO 'true'"),
+            &mut applied,
+        );
         assert!(c.default_read_only());
-        c.commit(&set("set default_transaction_read_only = off"), &mut applied);
+        c.commit(
+            &set("set default_transaction_read_only = off"),
+            &mut applied,
+        );
         assert!(!c.default_read_only());
-        c.commit(&set("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"), &mut applied);
+        c.commit(
+            &set("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            &mut applied,
+        );
         assert!(c.default_read_only());
         c.commit(&set("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE"), &mut applied);
         assert!(!c.default_read_only());

@@ -102,6 +102,11 @@ impl Routing {
     pub(super) fn on_client_bytes(&mut self) {
         self.retry = None;
     }
+
+    /// The unit on the server may still be sent again elsewhere.
+    pub(super) fn can_retry(&self) -> bool {
+        self.retry.is_some()
+    }
 }
 
 /// Whether a `Close` frame closes a named statement (answered by the proxy in transaction mode).
@@ -113,16 +118,16 @@ impl Session {
     /// A message arrived while no server is attached: hold it until its unit is complete.
     pub(super) async fn hold(&mut self, tag: u8, frame: BytesMut) -> Flow {
         let nothing_held = !self.routing.as_ref().is_some_and(|r| r.is_holding());
-        if nothing_held {
-            if tag == b'C' && closes_named_statement(&frame) {
-                return self.on_close_statement(&frame);
-            }
-            if tag == b'P' && self.parse_without_server(&frame) {
-                return Flow::Continue;
-            }
+        if nothing_held && tag == b'C' && closes_named_statement(&frame) {
+            return self.on_close_statement(&frame);
         }
+        // Before a Parse may be answered without a server: the Describe or Bind after it needs its
+        // plan to find the right server.
         if let Err(message) = self.note_for_routing(tag, &frame) {
             return self.protocol_violation(&message).await;
+        }
+        if nothing_held && tag == b'P' && self.parse_without_server(&frame) {
+            return Flow::Continue;
         }
         let Some(routing) = self.routing.as_deref_mut() else {
             return Flow::Continue;
@@ -278,7 +283,9 @@ impl Session {
         match error {
             RouteError::Attach(e) => match e.server_frame() {
                 Some(frame) => self.to_client.extend_from_slice(frame),
-                None => e.client_error(&self.pool).write_as_error(&mut self.to_client),
+                None => e
+                    .client_error(&self.pool)
+                    .write_as_error(&mut self.to_client),
             },
             RouteError::Refused(e) => e.write_as_error(&mut self.to_client),
         }
@@ -318,13 +325,21 @@ impl Session {
     }
 
     fn choose_target(&mut self, decision: Decision, tried: &[usize]) -> Result<Target, RouteError> {
-        if decision != Decision::Replica {
-            return self.primary_target(None);
+        match decision {
+            Decision::Primary(_) => return self.primary_target(None),
+            // Any server will do: the primary while it is up, else a replica.
+            Decision::Neutral if self.pool.backend().breaker.is_closed() => {
+                return Ok(Target::Primary)
+            }
+            Decision::Neutral | Decision::Replica => {}
         }
         let shared = self.shared.clone();
         let routing_config = &shared.config.routing;
         let shard = &shared.topology.shards[0];
-        let freshness = self.freshness();
+        let freshness = match decision {
+            Decision::Neutral => Freshness::Any,
+            _ => self.freshness(),
+        };
         let min_lsn = match freshness {
             Freshness::Any => None,
             Freshness::AtLeast(lsn) => Some(lsn),
@@ -339,11 +354,14 @@ impl Session {
             exclude: tried,
             zone: routing_config.zone.as_deref(),
             max_lag_bytes: routing_config.max_replica_lag_bytes,
-            max_lag: (routing_config.max_replica_lag_ms > 0).then(|| {
-                std::time::Duration::from_millis(routing_config.max_replica_lag_ms)
-            }),
+            max_lag: (routing_config.max_replica_lag_ms > 0)
+                .then(|| std::time::Duration::from_millis(routing_config.max_replica_lag_ms)),
         };
-        let replicas = self.routing.as_ref().map(|r| &r.replicas[..]).unwrap_or(&[]);
+        let replicas = self
+            .routing
+            .as_ref()
+            .map(|r| &r.replicas[..])
+            .unwrap_or(&[]);
         let chosen = choose_replica(&shard.replicas, &request, Instant::now(), |i| {
             replicas.get(i).map_or(usize::MAX, |p| p.in_use())
         });

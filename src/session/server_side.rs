@@ -65,6 +65,7 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     self.to_client = out;
+                    buf.clear();
                     return self
                         .server_lost(&format!("invalid message from server: {e}"))
                         .await;
@@ -82,6 +83,17 @@ impl Session {
                 continue;
             }
             let body = &buf[pos + codec::HEADER_LEN..pos + total];
+            if tag == b'E'
+                && codec::error_is_fatal(body)
+                && self.routing.as_ref().is_some_and(|r| r.can_retry())
+            {
+                // The server is going away (crash, shutdown) before the client saw anything of
+                // this read: send it elsewhere rather than pass the error on.
+                let (_, message) = codec::parse_error_fields(body);
+                self.to_client = out;
+                buf.clear();
+                return self.server_lost(&message).await;
+            }
             let action = self.pending.on_frame(tag, body, &mut events);
             match tag {
                 b'S' => {
@@ -119,6 +131,7 @@ impl Session {
                     forward_from = frame_start;
                     if let Err(e) = Box::pin(self.resync(&mut out)).await {
                         self.to_client = out;
+                        buf.clear();
                         return self.server_lost(&e).await;
                     }
                 }
