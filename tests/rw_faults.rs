@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{pg_tool, run_command, Env};
@@ -82,6 +83,33 @@ fn summary(out: &std::process::Output) -> (u64, u64) {
     )
 }
 
+/// A fresh directory for pgbench's per-transaction logs.
+fn tempdir() -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("pgscale-pgbench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// The longest transaction in pgbench's `-l` logs (third column: latency in microseconds).
+fn slowest_transaction(dir: &std::path::Path) -> Duration {
+    let mut slowest = 0u64;
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir).expect("read log dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read log");
+        for line in text.lines() {
+            lines += 1;
+            if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse().ok()) {
+                slowest = slowest.max(us);
+            }
+        }
+    }
+    assert!(lines > 0, "pgbench wrote no transaction log");
+    Duration::from_micros(slowest)
+}
+
 /// Committed transactions on `port`'s database `app`, as the server counts them.
 async fn commits(env: &Env, server: &pgscale::local_cluster::LocalPostgres) -> i64 {
     env.direct_to(server)
@@ -131,6 +159,12 @@ async fn killed_replica_under_pgbench_costs_no_client_a_failure() {
     let (processed, failed) = summary(&out);
     assert!(processed > 0);
     assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let shared = env.proxy.as_ref().expect("proxy").shared().clone();
+    assert!(
+        shared.reads_retried.load(Ordering::Relaxed) > 0,
+        "reads in flight on the killed replica were retried elsewhere"
+    );
+    assert!(shared.topology.shards[0].replicas[0].breaker.opened_total() > 0);
 
     tokio::task::block_in_place(|| env.replicas[0].restart()).expect("restart replica");
     wait_reads_reach(&env, &env.replicas[0], Duration::from_secs(15)).await;
@@ -140,15 +174,28 @@ async fn killed_replica_under_pgbench_costs_no_client_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_replica_under_pgbench_costs_no_client_a_failure() {
     let env = bench_env().await;
-    let bench = tokio::spawn(run_command(pgbench_select(&env, 10)));
+    let logs = tempdir();
+    let mut command = pgbench_select(&env, 10);
+    command.arg("-l").current_dir(&logs);
+    let bench = tokio::spawn(run_command(command));
     tokio::time::sleep(Duration::from_secs(2)).await;
     env.replicas[1].freeze().expect("SIGSTOP replica");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     env.replicas[1].thaw().expect("SIGCONT replica");
     let out = bench.await.expect("join");
     let (processed, failed) = summary(&out);
     assert!(processed > 0);
     assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    // Without detection, reads sent to the frozen replica would wait the whole 6 s freeze; the health
+    // polls (3 x 500 ms) open its breaker, which cuts them loose to be retried elsewhere.
+    let slowest = slowest_transaction(&logs);
+    let _ = std::fs::remove_dir_all(&logs);
+    assert!(
+        slowest < Duration::from_secs(4),
+        "no client hangs past the timeouts: slowest transaction took {slowest:?}"
+    );
+    let shared = env.proxy.as_ref().expect("proxy").shared().clone();
+    assert!(shared.topology.shards[0].replicas[1].breaker.opened_total() > 0);
     wait_reads_reach(&env, &env.replicas[1], Duration::from_secs(15)).await;
     env.stop().await;
 }

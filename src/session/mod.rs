@@ -16,7 +16,7 @@ mod server_side;
 mod startup;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicU64};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -47,6 +47,8 @@ pub struct Shared {
     pub plans: PlanCache,
     /// Which functions write, per database.
     pub catalogs: Arc<Catalogs>,
+    /// Reads sent again to another server after theirs failed before answering.
+    pub reads_retried: AtomicU64,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
     /// Client users' SCRAM verifiers, derived once at start.
@@ -70,6 +72,7 @@ impl Shared {
             topology: Arc::new(Topology::from_config(&config)?),
             plans: PlanCache::new(config.routing.plan_cache_size),
             catalogs: Arc::new(Catalogs::new(&config.routing)),
+            reads_retried: AtomicU64::new(0),
             config,
             pools: Arc::new(Pools::default()),
             statements: StatementRegistry::default(),

@@ -450,6 +450,9 @@ impl Session {
             }
         };
         tracing::info!(?target, "read retried on another server");
+        self.shared
+            .reads_retried
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.attached = Some((target, retry.decision));
         }
