@@ -77,6 +77,7 @@ pub fn spawn(
                     password: user.server_password().map(str::to_string),
                     database: config.health.database.clone(),
                     timeout: config.health.timeout(),
+                    application_name: Some("pgscale health"),
                 };
                 let poller = Poller::new(&topology, shard.index, backend, spec, &config);
                 tasks.spawn(poller.run(stop.clone()));

@@ -104,6 +104,7 @@ mod tests {
             password: None,
             database: "d".into(),
             timeout: Duration::from_secs(5),
+            application_name: None,
         }
     }
 

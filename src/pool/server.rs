@@ -98,6 +98,8 @@ pub struct ConnectSpec {
     pub password: Option<String>,
     pub database: String,
     pub timeout: Duration,
+    /// Shown in `pg_stat_activity` for the proxy's own connections (health checks).
+    pub application_name: Option<&'static str>,
 }
 
 impl ServerConn {
@@ -132,14 +134,14 @@ impl ServerConn {
             applied: AppliedParams::default(),
         };
         let mut out = BytesMut::new();
-        postgres_protocol::message::frontend::startup_message(
-            [
-                ("user", spec.user.as_str()),
-                ("database", spec.database.as_str()),
-            ],
-            &mut out,
-        )
-        .map_err(io)?;
+        let mut params = vec![
+            ("user", spec.user.as_str()),
+            ("database", spec.database.as_str()),
+        ];
+        if let Some(name) = spec.application_name {
+            params.push(("application_name", name));
+        }
+        postgres_protocol::message::frontend::startup_message(params, &mut out).map_err(io)?;
         conn.stream.write_all(&out).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(1024);
         let mut scram: Option<ScramSha256> = None;

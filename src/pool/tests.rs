@@ -26,6 +26,7 @@ fn pool_for(addr: Arc<BackendAddr>) -> Arc<Pool> {
         password: None,
         database: "d".into(),
         timeout: Duration::from_secs(2),
+        application_name: None,
     };
     let settings = PoolSettings {
         size: 4,

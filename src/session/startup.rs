@@ -183,6 +183,7 @@ fn pool_for(
             password: user.server_password().map(str::to_string),
             database: key.database.clone(),
             timeout: config.pool.connect_timeout(),
+            application_name: None,
         };
         Pool::new(
             key.clone(),

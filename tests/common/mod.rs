@@ -89,7 +89,12 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             ..PoolConfig::default()
         },
         routing: Default::default(),
-        health: Default::default(),
+        // Health checks log in as the superuser, so tests that count the `app` role's server
+        // connections see only the pools'.
+        health: pgscale::config::HealthConfig {
+            user: Some("postgres".into()),
+            ..Default::default()
+        },
         users: test_users(),
         shards: vec![ShardConfig {
             primary: format!("postgres://{}:{}", pg.host(), pg.port()),
