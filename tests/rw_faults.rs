@@ -247,16 +247,25 @@ async fn dead_primary_fails_writes_fast_and_reads_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn select_only_pgbench_spreads_over_both_replicas() {
+async fn select_only_pgbench_spreads_over_both_replicas_in_every_protocol() {
     let mut env = bench_env().await;
     let before = [
         commits(&env, &env.replicas[0]).await,
         commits(&env, &env.replicas[1]).await,
     ];
     let primary_before = commits(&env, &env.pg).await;
-    let out = run_command(pgbench_select(&env, 4)).await;
-    let (processed, failed) = summary(&out);
-    assert_eq!(failed, 0);
+    let mut processed = 0;
+    // Simple, extended (unnamed statements) and prepared (named, parsed once per client) protocol.
+    for mode in ["simple", "extended", "prepared"] {
+        let mut command = pgbench_select(&env, 2);
+        command.args(["-M", mode]);
+        let out = run_command(command).await;
+        let (done, failed) = summary(&out);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("query mode: {mode}")));
+        assert_eq!(failed, 0, "-M {mode}");
+        assert!(done > 0, "-M {mode}");
+        processed += done;
+    }
     // Backends report their counts when they exit: close the proxy's server connections first.
     if let Some(proxy) = env.proxy.take() {
         proxy.shutdown().await;
