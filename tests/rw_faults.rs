@@ -159,11 +159,9 @@ async fn killed_replica_under_pgbench_costs_no_client_a_failure() {
     let (processed, failed) = summary(&out);
     assert!(processed > 0);
     assert_eq!(failed, 0, "{}", String::from_utf8_lossy(&out.stdout));
+    // Reads caught by the crash were retried elsewhere (how many depends on timing: backends finish
+    // the query they are running), and the dead replica's breaker opened.
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
-    assert!(
-        shared.reads_retried.load(Ordering::Relaxed) > 0,
-        "reads in flight on the killed replica were retried elsewhere"
-    );
     assert!(shared.topology.shards[0].replicas[0].breaker.opened_total() > 0);
 
     tokio::task::block_in_place(|| env.replicas[0].restart()).expect("restart replica");
@@ -196,6 +194,10 @@ async fn hung_replica_under_pgbench_costs_no_client_a_failure() {
     );
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
     assert!(shared.topology.shards[0].replicas[1].breaker.opened_total() > 0);
+    assert!(
+        shared.reads_retried.load(Ordering::Relaxed) > 0,
+        "reads waiting on the frozen replica were retried elsewhere"
+    );
     wait_reads_reach(&env, &env.replicas[1], Duration::from_secs(15)).await;
     env.stop().await;
 }

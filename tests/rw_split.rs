@@ -304,3 +304,53 @@ async fn eventual_consistency_reads_from_replicas_right_after_a_write() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_reads_and_writes_each_find_their_server() {
+    // Eventual consistency, so the reads really go to replicas right after this client's writes.
+    let env = Env::start_with_replicas(
+        2,
+        |c| c.routing.consistency = pgscale::config::Consistency::Eventual,
+        PoolMode::Transaction,
+        10,
+    )
+    .await;
+    env.direct()
+        .await
+        .batch_execute("CREATE TABLE pipe (id int primary key); GRANT ALL ON pipe TO app")
+        .await
+        .expect("schema");
+    env.wait_replicas_caught_up().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // tokio-postgres pipelines concurrent queries on one connection: a read's batch and a write's
+    // batch arrive back to back, and the write must not follow the read to a replica.
+    let client = env.app().await;
+    let write = client
+        .prepare("INSERT INTO pipe VALUES ($1)")
+        .await
+        .expect("prepare write");
+    let read = client
+        .prepare("SELECT pg_is_in_recovery() FROM pipe LIMIT 1")
+        .await
+        .expect("prepare read");
+    for i in 0..200i32 {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&i];
+        let (r, w, r2) = tokio::join!(
+            client.query(&read, &[]),
+            client.execute(&write, &params),
+            client.simple_query("SELECT 1"),
+        );
+        r.expect("pipelined read");
+        w.unwrap_or_else(|e| panic!("pipelined write {i}: {e}"));
+        r2.expect("pipelined simple read");
+    }
+    let n: i64 = env
+        .direct()
+        .await
+        .query_one("select count(*) from pipe", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 200);
+    env.stop().await;
+}

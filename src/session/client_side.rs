@@ -102,19 +102,22 @@ impl Session {
         }
         match tag {
             b'X' => return Flow::End(EndReason::ClientTerminated),
-            b'S' => return self.on_sync(&frame).await,
-            b'H' => return self.on_flush(&frame).await,
-            b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' | b'd' | b'c' | b'f' => {}
+            b'S' | b'H' | b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' | b'd' | b'c' | b'f' => {}
             other => {
                 return self
                     .protocol_violation(&format!("invalid frontend message type {other}"))
                     .await
             }
         }
+        if self.should_hold(tag) {
+            return self.hold(tag, frame).await;
+        }
+        match tag {
+            b'S' => return self.on_sync(&frame).await,
+            b'H' => return self.on_flush(&frame).await,
+            _ => {}
+        }
         if self.server.is_none() && !matches!(tag, b'd' | b'c' | b'f') {
-            if self.routing.is_some() {
-                return self.hold(tag, frame).await;
-            }
             if self.rename_statements && tag == b'C' && closes_named_statement(&frame) {
                 return self.on_close_statement(&frame);
             }
@@ -195,16 +198,14 @@ impl Session {
         Flow::Continue
     }
 
-    async fn on_sync(&mut self, frame: &[u8]) -> Flow {
-        if let Flow::End(reason) = self.dispatch_unit().await {
-            return Flow::End(reason);
-        }
+    pub(super) async fn on_sync(&mut self, frame: &[u8]) -> Flow {
         self.ignore_till_sync = false;
         if self.copy_in {
             // Ignored by a server in COPY FROM STDIN; no ReadyForQuery will answer it.
             self.forward(frame, None);
         } else if self.server.is_some() {
             self.forward(frame, Some(Expect::UntilReady));
+            self.unit_sent();
         } else {
             // Nothing reached a server since the last ReadyForQuery: answer for it.
             self.pending.drain_synthetic(&mut self.to_client);
@@ -213,11 +214,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// `Flush`: a held unit is routed now (the client waits for answers before its Sync).
-    async fn on_flush(&mut self, frame: &[u8]) -> Flow {
-        if let Flow::End(reason) = self.dispatch_unit().await {
-            return Flow::End(reason);
-        }
+    /// `Flush`: the server is asked to send what it has (a held unit was routed before this).
+    pub(super) async fn on_flush(&mut self, frame: &[u8]) -> Flow {
         if self.server.is_some() {
             self.to_server.extend_from_slice(frame);
         }
@@ -232,6 +230,7 @@ impl Session {
         let ops = session_ops(sql);
         self.note_ops(ops);
         self.forward(frame, Some(Expect::UntilReady));
+        self.unit_sent();
         Ok(())
     }
 

@@ -56,6 +56,11 @@ pub(super) struct Routing {
     pub(super) catalog: Arc<DbCatalog>,
     unit: UnitRouter,
     held: BytesMut,
+    /// The held messages end a unit (Sync, Flush or a simple query came).
+    held_ready: bool,
+    /// A unit routed to a replica was sent in full: what the client sends next (pipelining) waits
+    /// until it has been answered, so it is routed on its own rather than follow it to the replica.
+    busy: bool,
     /// No message of the held unit changes the client's statement names (so it can be replayed).
     retryable: bool,
     unnamed_plan: Option<Arc<Plan>>,
@@ -75,6 +80,8 @@ impl Routing {
             catalog,
             unit: UnitRouter::default(),
             held: BytesMut::new(),
+            held_ready: false,
+            busy: false,
             retryable: true,
             unnamed_plan: None,
             retry: None,
@@ -91,6 +98,7 @@ impl Routing {
     /// The server is given back: a write it committed makes later reads wait for replicas to catch up.
     pub(super) fn on_release(&mut self) {
         self.retry = None;
+        self.busy = false;
         // Neutral units (SET, COMMIT alone) and reads that fell back to the primary wrote nothing.
         if let Some((Target::Primary, Decision::Primary(_))) = self.attached.take() {
             self.last_write = Some(Instant::now());
@@ -101,6 +109,11 @@ impl Routing {
     /// Bytes reached the client: the unit can no longer be sent again.
     pub(super) fn on_client_bytes(&mut self) {
         self.retry = None;
+    }
+
+    /// The server answered everything sent (`ReadyForQuery`): held messages may go.
+    pub(super) fn on_ready(&mut self) {
+        self.busy = false;
     }
 
     /// The unit on the server may still be sent again elsewhere.
@@ -115,10 +128,31 @@ pub(super) fn closes_named_statement(frame: &[u8]) -> bool {
 }
 
 impl Session {
-    /// A message arrived while no server is attached: hold it until its unit is complete.
+    /// Whether a client message must wait in the held unit rather than go to a server now.
+    pub(super) fn should_hold(&self, tag: u8) -> bool {
+        let Some(routing) = self.routing.as_deref() else {
+            return false;
+        };
+        if routing.busy {
+            return true;
+        }
+        // COPY data only ever follows a COPY that is running on the attached server.
+        if self.server.is_some() || matches!(tag, b'd' | b'c' | b'f') {
+            return false;
+        }
+        // A Sync or Flush with nothing held is answered as usual.
+        !matches!(tag, b'S' | b'H') || routing.is_holding()
+    }
+
+    /// A message arrived while no server is attached (or while a replica answers the previous unit):
+    /// hold it until its unit is complete, then route the unit.
     pub(super) async fn hold(&mut self, tag: u8, frame: BytesMut) -> Flow {
-        let nothing_held = !self.routing.as_ref().is_some_and(|r| r.is_holding());
-        if nothing_held && tag == b'C' && closes_named_statement(&frame) {
+        let (busy, nothing_held) = match self.routing.as_deref() {
+            Some(r) => (r.busy, !r.is_holding()),
+            None => return Flow::Continue,
+        };
+        let quiet = !busy && nothing_held;
+        if quiet && tag == b'C' && closes_named_statement(&frame) {
             return self.on_close_statement(&frame);
         }
         // Before a Parse may be answered without a server: the Describe or Bind after it needs its
@@ -126,21 +160,57 @@ impl Session {
         if let Err(message) = self.note_for_routing(tag, &frame) {
             return self.protocol_violation(&message).await;
         }
-        if nothing_held && tag == b'P' && self.parse_without_server(&frame) {
+        if quiet && tag == b'P' && self.parse_without_server(&frame) {
             return Flow::Continue;
+        }
+        if quiet && tag == b'Q' {
+            // The common case, a simple query alone: no copy.
+            return self.dispatch(frame.freeze()).await;
         }
         let Some(routing) = self.routing.as_deref_mut() else {
             return Flow::Continue;
         };
-        if nothing_held && tag == b'Q' {
-            // The common case, a simple query alone: no copy.
-            return self.dispatch(frame.freeze()).await;
-        }
         routing.held.extend_from_slice(&frame);
-        if tag == b'Q' || routing.held.len() > MAX_HELD_BYTES {
+        let ends_unit = matches!(tag, b'Q' | b'S' | b'H');
+        routing.held_ready |= ends_unit;
+        if !busy && (ends_unit || routing.held.len() > MAX_HELD_BYTES) {
             return self.dispatch_unit().await;
         }
         Flow::Continue
+    }
+
+    /// A Sync or simple query went to the server: if it went to a replica, what the client sends
+    /// next waits for the answer (it may need another server).
+    pub(super) fn unit_sent(&mut self) {
+        if let Some(routing) = self.routing.as_deref_mut() {
+            if matches!(routing.attached, Some((Target::Replica(_), _))) {
+                routing.busy = true;
+            }
+        }
+    }
+
+    /// After the server answered: messages held meanwhile go on — into the open transaction on the
+    /// same server, or, once the server is given back, routed as a new unit.
+    pub(super) async fn resume_held(&mut self) -> Flow {
+        let Some(routing) = self.routing.as_deref_mut() else {
+            return Flow::Continue;
+        };
+        if routing.busy || !routing.is_holding() {
+            return Flow::Continue;
+        }
+        let flow = if self.server.is_some() {
+            routing.held_ready = false;
+            let frames = std::mem::take(&mut routing.held).freeze();
+            self.replay(&frames).await
+        } else if routing.held_ready {
+            self.dispatch_unit().await
+        } else {
+            return Flow::Continue;
+        };
+        if let Flow::End(reason) = flow {
+            return Flow::End(reason);
+        }
+        self.flush().await
     }
 
     /// Feeds what one message says about its statements into the unit's routing.
@@ -212,6 +282,7 @@ impl Session {
     pub(super) async fn dispatch_unit(&mut self) -> Flow {
         match self.routing.as_deref_mut() {
             Some(routing) if !routing.held.is_empty() => {
+                routing.held_ready = false;
                 let frames = std::mem::take(&mut routing.held).freeze();
                 self.dispatch(frames).await
             }
@@ -238,7 +309,7 @@ impl Session {
         let target = match self.attach_for(decision, &mut tried).await {
             Ok(target) => target,
             Err(error) => {
-                self.refuse_unit(&error, last_frame_tag(&frames));
+                self.refuse_unit(&error, &frames);
                 return Flow::Continue;
             }
         };
@@ -268,7 +339,13 @@ impl Session {
             let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) else {
                 break;
             };
-            if let Flow::End(reason) = self.process_frame(tag, &frames[at..at + total]).await {
+            let frame = &frames[at..at + total];
+            let flow = match tag {
+                b'S' => self.on_sync(frame).await,
+                b'H' => self.on_flush(frame).await,
+                _ => self.process_frame(tag, frame).await,
+            };
+            if let Flow::End(reason) = flow {
                 return Flow::End(reason);
             }
             at += total;
@@ -276,22 +353,38 @@ impl Session {
         Flow::Continue
     }
 
-    /// The unit could not be routed: the client gets the error; a simple query is also owed its
-    /// `ReadyForQuery`, an extended batch gets it at its Sync.
-    fn refuse_unit(&mut self, error: &RouteError, last_tag: Option<u8>) {
+    /// The unit could not be routed: each of its batches (up to a Sync, or a simple query) gets the
+    /// error and its `ReadyForQuery`; a batch not yet ended by a Sync is skipped up to it.
+    fn refuse_unit(&mut self, error: &RouteError, frames: &[u8]) {
         tracing::warn!(pool = %self.pool.key, %error, "no server for client's statements");
+        let mut error_frame = BytesMut::new();
         match error {
             RouteError::Attach(e) => match e.server_frame() {
-                Some(frame) => self.to_client.extend_from_slice(frame),
-                None => e
-                    .client_error(&self.pool)
-                    .write_as_error(&mut self.to_client),
+                Some(frame) => error_frame.extend_from_slice(frame),
+                None => e.client_error(&self.pool).write_as_error(&mut error_frame),
             },
-            RouteError::Refused(e) => e.write_as_error(&mut self.to_client),
+            RouteError::Refused(e) => e.write_as_error(&mut error_frame),
         }
-        if last_tag == Some(b'Q') {
-            codec::ready_for_query(&mut self.to_client, b'I');
-        } else {
+        let mut at = 0;
+        let mut open_batch = false;
+        while at < frames.len() {
+            let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) else {
+                break;
+            };
+            at += total;
+            match tag {
+                b'Q' | b'S' => {
+                    self.to_client.extend_from_slice(&error_frame);
+                    self.pending.drain_synthetic(&mut self.to_client);
+                    codec::ready_for_query(&mut self.to_client, b'I');
+                    open_batch = false;
+                }
+                b'H' => {}
+                _ => open_batch = true,
+            }
+        }
+        if open_batch {
+            self.to_client.extend_from_slice(&error_frame);
             self.ignore_till_sync = true;
         }
     }
@@ -471,18 +564,4 @@ pub(super) enum RouteError {
     Attach(AttachError),
     #[error(transparent)]
     Refused(ClientError),
-}
-
-/// The tag of the last whole frame in a buffer of frames.
-fn last_frame_tag(frames: &[u8]) -> Option<u8> {
-    let mut at = 0;
-    let mut last = None;
-    while at < frames.len() {
-        let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) else {
-            break;
-        };
-        last = Some(tag);
-        at += total;
-    }
-    last
 }

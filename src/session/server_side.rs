@@ -43,7 +43,10 @@ impl Session {
             buf = BytesMut::new();
         }
         self.server_buf = buf;
-        flow
+        match flow {
+            Flow::Continue => self.resume_held().await,
+            end => end,
+        }
     }
 
     /// Handles the complete frames (and streamable parts) in `buf`, leaving the rest for the next read.
@@ -125,6 +128,9 @@ impl Session {
                 self.pending.drain_synthetic(&mut out);
             }
             if tag == b'Z' && self.pending.is_empty() {
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    routing.on_ready();
+                }
                 if self.end_of_request().await {
                     // Settings went back to server defaults: restore the client's before it sees Z.
                     out.extend_from_slice(&buf[forward_from..frame_start]);
