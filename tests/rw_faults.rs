@@ -35,13 +35,8 @@ async fn bench_env() -> Env {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    env.direct()
-        .await
-        .batch_execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
-        .await
-        .expect("grant");
-    env.wait_replicas_caught_up().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.prepare_replicated("GRANT ALL ON ALL TABLES IN SCHEMA public TO app")
+        .await;
     env
 }
 

@@ -39,20 +39,14 @@ async fn statements_land_where_their_kind_says() {
     let env = rw_env().await;
     let primary_port = i32::from(env.pg.port());
     let replicas = replica_ports(&env);
-    let direct = env.direct().await;
-    direct
-        .batch_execute(
+    env.prepare_replicated(
             "CREATE TABLE t (id int primary key, v text); INSERT INTO t VALUES (1, 'a');
              CREATE SEQUENCE s;
              CREATE FUNCTION where_am_i() RETURNS bool LANGUAGE sql VOLATILE AS 'select pg_is_in_recovery()';
              CREATE FUNCTION stable_where() RETURNS bool LANGUAGE sql STABLE AS 'select pg_is_in_recovery()';
              GRANT ALL ON ALL TABLES IN SCHEMA public TO app; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;",
-        )
-        .await
-        .expect("schema");
-    env.wait_replicas_caught_up().await;
-    // Replicas must have been polled once before they take reads.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        ).await;
+    let direct = env.direct().await;
     // `app` writes; `reader` never does, so read-your-writes never holds its reads on the primary.
     let app = env.app().await;
     let reader = env.app().await;
@@ -196,13 +190,8 @@ async fn function_created_through_the_proxy_is_learnt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_see_own_writes_while_replicas_are_paused() {
     let env = rw_env().await;
-    let direct = env.direct().await;
-    direct
-        .batch_execute("CREATE TABLE ryw (id int primary key); GRANT ALL ON ryw TO app")
-        .await
-        .expect("schema");
-    env.wait_replicas_caught_up().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.prepare_replicated("CREATE TABLE ryw (id int primary key); GRANT ALL ON ryw TO app")
+        .await;
     let mut replica_clients = Vec::new();
     for replica in &env.replicas {
         let c = env.direct_to(replica).await;
@@ -286,13 +275,8 @@ async fn eventual_consistency_reads_from_replicas_right_after_a_write() {
         10,
     )
     .await;
-    env.direct()
-        .await
-        .batch_execute("CREATE TABLE ev (id int); GRANT ALL ON ev TO app")
-        .await
-        .expect("schema");
-    env.wait_replicas_caught_up().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.prepare_replicated("CREATE TABLE ev (id int); GRANT ALL ON ev TO app")
+        .await;
     let app = env.app().await;
     app.batch_execute("INSERT INTO ev VALUES (1)")
         .await
@@ -315,13 +299,8 @@ async fn pipelined_reads_and_writes_each_find_their_server() {
         10,
     )
     .await;
-    env.direct()
-        .await
-        .batch_execute("CREATE TABLE pipe (id int primary key); GRANT ALL ON pipe TO app")
-        .await
-        .expect("schema");
-    env.wait_replicas_caught_up().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.prepare_replicated("CREATE TABLE pipe (id int primary key); GRANT ALL ON pipe TO app")
+        .await;
     // tokio-postgres pipelines concurrent queries on one connection: a read's batch and a write's
     // batch arrive back to back, and the write must not follow the read to a replica.
     let client = env.app().await;

@@ -158,6 +158,14 @@ impl Env {
         .await
     }
 
+    /// Runs `sql` on the primary as superuser, waits until the replicas have replayed it, and gives the
+    /// proxy's health polls time to see them fresh, so reads through the proxy can go to them.
+    pub async fn prepare_replicated(&self, sql: &str) {
+        self.direct().await.batch_execute(sql).await.expect(sql);
+        self.wait_replicas_caught_up().await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+
     /// Waits until every replica has replayed the primary's WAL as of now.
     pub async fn wait_replicas_caught_up(&self) {
         let primary = self.direct().await;
