@@ -193,7 +193,8 @@ PG_STARTED=1
 # The replicas get the same settings.
 PG_OPTS="-k $WORK/sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
 -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
-if ! as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 -o "-p $PGPORT $PG_OPTS" start >/dev/null; then
+if ! as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 -o "-p $PGPORT $PG_OPTS" start \
+    >/dev/null; then
   tail -20 "$WORK/postgres.log" >&2 || true
   die "PostgreSQL did not start"
 fi
@@ -321,7 +322,8 @@ if [ "$REPLICAS" -gt 0 ]; then
           [ "$on_replica" = t ] && break
           sleep 0.1
         done
-        [ "$on_replica" = t ] || warn "pgscale-rw: 'select pg_is_in_recovery()' does not reach a replica (got '$on_replica')"
+        [ "$on_replica" = t ] \
+          || warn "pgscale-rw: 'select pg_is_in_recovery()' does not reach a replica (got '$on_replica')"
       fi
     fi
   fi
@@ -482,9 +484,13 @@ TARGETS="direct"
 [ -n "$PSPORT" ] && TARGETS="$TARGETS pgscale"
 [ -n "$BNPORT" ] && TARGETS="$TARGETS pgbouncer"
 port_of() {
-  case $1 in direct) echo "$PGPORT" ;; pgscale) echo "$PSPORT" ;; pgscale-rw) echo "$RWPORT" ;; pgbouncer) echo "$BNPORT" ;; esac
+  case $1 in
+    direct) echo "$PGPORT" ;; pgscale) echo "$PSPORT" ;; pgscale-rw) echo "$RWPORT" ;; pgbouncer) echo "$BNPORT" ;;
+  esac
 }
-pid_of() { case $1 in direct) echo "" ;; pgscale) echo "$PSPID" ;; pgscale-rw) echo "$RWPID" ;; pgbouncer) echo "$BNPID" ;; esac; }
+pid_of() {
+  case $1 in direct) echo "" ;; pgscale) echo "$PSPID" ;; pgscale-rw) echo "$RWPID" ;; pgbouncer) echo "$BNPID" ;; esac
+}
 nruns=$(( ROUNDS * $(wc -w <<<"$TESTS") * $(wc -w <<<"$CLIENTS") * $(wc -w <<<"$TARGETS") ))
 minutes=$(( nruns * (DURATION + 1) / 60 + 1 ))
 [ -n "$RWPORT" ] && minutes=$(( minutes + nruns / $(wc -w <<<"$TARGETS") * 2 * STATS_IDLE_S / 60 ))
