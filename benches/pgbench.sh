@@ -570,6 +570,8 @@ total_failed() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
+RWORD=replicas
+[ "$REPLICAS" = 1 ] && RWORD=replica
 # txns_sum FILE...: transactions pgbench counted in the runs that did not fail.
 txns_sum() {
   local f files=()
@@ -579,7 +581,7 @@ txns_sum() {
 }
 {
   if [ "$REPLICAS" -gt 0 ]; then
-    echo "## pgbench: direct vs pgscale vs pgscale-rw ($REPLICAS replicas) vs PgBouncer"
+    echo "## pgbench: direct vs pgscale vs pgscale-rw ($REPLICAS $RWORD) vs PgBouncer"
   else
     echo "## pgbench: direct vs pgscale vs PgBouncer"
   fi
@@ -591,7 +593,7 @@ txns_sum() {
     "$ROUNDS interleaved round(s), figures are means over rounds. fsync=off, synchronous_commit=off."
   if [ "$REPLICAS" -gt 0 ]; then
     echo "direct, pgscale and PgBouncer use the primary only; pgscale-rw is a second pgscale with the same settings" \
-      "plus \`replicas\` = $REPLICAS streaming replicas (hot standby, the primary's settings, on the same cores)," \
+      "plus \`replicas\` = $REPLICAS streaming $RWORD (hot standby, the primary's settings, on the same cores)," \
       "so reads go to the replicas and writes to the primary${RW_NOTE:+ (pgscale-rw not run: $RW_NOTE)}."
   fi
   echo
