@@ -13,6 +13,8 @@
 #   --idle-clients N      idle client connections for the memory figure, 0 to skip (default 2000)
 #   --out FILE            where to save the table (default bench-results.md)
 #   --workers N           pgscale listen.workers (default: pgscale's own default)
+#   --replicas N          also start N streaming replicas of the primary and a second pgscale, pgscale-rw,
+#                         that sends reads to them (default 0: no replicas, no pgscale-rw)
 #   --no-pgscale          leave pgscale out
 #   --no-build            don't run cargo build --release; use the existing binary
 #   --no-pgbouncer        leave PgBouncer out
@@ -27,7 +29,7 @@ die() { echo "pgbench.sh: error: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
 warn() { echo "!! $*" >&2; }
 
-DURATION=20 CLIENTS="1 16 64" ROUNDS=2 SCALE=10 POOL=20 IDLE=2000 OUT=bench-results.md WORKERS=""
+DURATION=20 CLIENTS="1 16 64" ROUNDS=2 SCALE=10 POOL=20 IDLE=2000 OUT=bench-results.md WORKERS="" REPLICAS=0
 TESTS="select tpcb extended prepared"
 USE_PGSCALE=1 BUILD=1 USE_BOUNCER=1 INSTALL_BOUNCER=0
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
     --idle-clients) need_arg "$@"; IDLE=$2; shift 2 ;;
     --out) need_arg "$@"; OUT=$2; shift 2 ;;
     --workers) need_arg "$@"; WORKERS=$2; shift 2 ;;
+    --replicas) need_arg "$@"; REPLICAS=$2; shift 2 ;;
     --no-pgscale) USE_PGSCALE=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --no-pgbouncer) USE_BOUNCER=0; shift ;;
@@ -52,12 +55,13 @@ while [ $# -gt 0 ]; do
 done
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in DURATION ROUNDS SCALE POOL IDLE; do
+for v in DURATION ROUNDS SCALE POOL IDLE REPLICAS; do
   is_uint "${!v}" || die "--$(echo "$v" | tr 'A-Z_' 'a-z-') must be a whole number, got '${!v}'"
 done
 [ -z "$WORKERS" ] || is_uint "$WORKERS" || die "--workers must be a whole number"
 [ "$DURATION" -ge 1 ] && [ "$ROUNDS" -ge 1 ] && [ "$SCALE" -ge 1 ] && [ "$POOL" -ge 1 ] \
   || die "--duration, --rounds, --scale and --pool must be at least 1"
+[ "$REPLICAS" -le 8 ] || die "--replicas takes at most 8 (the primary's max_wal_senders is 10)"
 [ -n "${CLIENTS// /}" ] || die "--clients is empty"
 for c in $CLIENTS; do
   is_uint "$c" && [ "$c" -ge 1 ] || die "--clients takes whole numbers >= 1, got '$c'"
@@ -79,6 +83,7 @@ case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 for b in initdb pg_ctl postgres pgbench pg_isready psql; do
   [ -x "$PG_BIN/$b" ] || die "$PG_BIN/$b not found (install postgresql-15 or set PG_BIN)"
 done
+[ "$REPLICAS" = 0 ] || [ -x "$PG_BIN/pg_basebackup" ] || die "$PG_BIN/pg_basebackup not found (needed by --replicas)"
 command -v python3 >/dev/null || die "python3 is needed"
 command -v timeout >/dev/null || die "timeout (coreutils) is needed"
 if [ "$(id -u)" = 0 ]; then
@@ -90,7 +95,9 @@ else
 fi
 
 # ---------------------------------------------------------------- processes and cleanup
-WORK="" PG_STARTED=0 PGPID="" PSPID="" BNWRAP="" BNPID="" IDLE_PID="" CHILD=""
+WORK="" PG_STARTED=0 PGPID="" PSPID="" RWPID="" BNWRAP="" BNPID="" IDLE_PID="" CHILD=""
+# Replica K (1..REPLICAS_STARTED) has its data in $WORK/replicaK, its port in RPORT[K], its postmaster in RPID[K].
+REPLICAS_STARTED=0 RPORT=() RPID=()
 alive() { [ -n "$1" ] && [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 # stop PID [our child?]: SIGTERM, up to 5 s, then SIGKILL.
 stop() {
@@ -102,26 +109,33 @@ stop() {
   if [ "${2:-}" = child ]; then wait "$pid" 2>/dev/null || true; fi
   return 0
 }
+# stop_pg DATADIR [PID]: fast shutdown of the Postgres server in DATADIR.
+stop_pg() {
+  local data=$1 pid=${2:-}
+  [ -z "$pid" ] && pid=$(head -1 "$data/postmaster.pid" 2>/dev/null)
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 && alive "$pid"; then
+    # pg_ctl needs the data directory; if it is gone, signal the postmaster: SIGINT = fast shutdown.
+    kill -INT "$pid" 2>/dev/null
+    for _ in $(seq 300); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && { kill -QUIT "$pid" 2>/dev/null; sleep 1; }
+    alive "$pid" && warn "could not stop the Postgres server (pid $pid, $data)"
+  fi
+  return 0
+}
 cleanup() {
-  local rc=$?
+  local rc=$? k
   set +e
   trap - EXIT INT TERM
   stop "$CHILD" child
   stop "$IDLE_PID" child
   stop "$PSPID" child
+  stop "$RWPID" child
   [ -z "$BNPID" ] && [ -n "$WORK" ] && [ -s "$WORK/pgbouncer.pid" ] && BNPID=$(cat "$WORK/pgbouncer.pid")
   stop "$BNPID"
   stop "$BNWRAP" child
-  if [ "$PG_STARTED" = 1 ]; then
-    [ -z "$PGPID" ] && PGPID=$(head -1 "$WORK/data/postmaster.pid" 2>/dev/null)
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -m fast -w -t 30 stop >/dev/null 2>&1 && alive "$PGPID"; then
-      # pg_ctl needs the data directory; if it is gone, signal the postmaster: SIGINT = fast shutdown.
-      kill -INT "$PGPID" 2>/dev/null
-      for _ in $(seq 300); do alive "$PGPID" || break; sleep 0.1; done
-      alive "$PGPID" && { kill -QUIT "$PGPID" 2>/dev/null; sleep 1; }
-      alive "$PGPID" && warn "could not stop the Postgres server (pid $PGPID, $WORK/data)"
-    fi
-  fi
+  # The replicas first, then the primary they stream from.
+  for k in $(seq "$REPLICAS_STARTED"); do stop_pg "$WORK/replica$k" "${RPID[k]:-}"; done
+  [ "$PG_STARTED" = 1 ] && stop_pg "$WORK/data" "$PGPID"
   [ -n "$WORK" ] && rm -rf "$WORK"
   exit "$rc"
 }
@@ -176,9 +190,11 @@ as_pg "$PG_BIN/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 --locale
   || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
 PGPORT=$(free_port)
 PG_STARTED=1
-if ! as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 -o "-p $PGPORT -k $WORK/sock \
-    -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off \
-    -c full_page_writes=off -c shared_buffers=256MB" start >/dev/null; then
+# The replicas get the same settings.
+PG_OPTS="-k $WORK/sock -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
+-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
+if ! as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w -t 60 -o "-p $PGPORT $PG_OPTS" start \
+    >/dev/null; then
   tail -20 "$WORK/postgres.log" >&2 || true
   die "PostgreSQL did not start"
 fi
@@ -186,10 +202,39 @@ PGPID=$(head -1 "$WORK/data/postmaster.pid")
 say "PostgreSQL on 127.0.0.1:$PGPORT; pgbench -i -s $SCALE"
 "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s "$SCALE" -q postgres >"$WORK/init.log" 2>&1 \
   || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
+if [ "$REPLICAS" -gt 0 ]; then
+  # Where pgscale's health checks and this script's statistics queries go, so that pg_stat_database counts
+  # only the benchmark's transactions in database postgres. Made before the base backups: replicas have it too.
+  "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c 'create database bench_admin' \
+    >"$WORK/createdb.log" 2>&1 || { cat "$WORK/createdb.log" >&2; die "create database bench_admin failed"; }
+fi
 
 # ---------------------------------------------------------------- pgscale
 PSPORT="" PGSCALE_NOTE=""
 skip_pgscale() { PGSCALE_NOTE=$1; warn "pgscale skipped: $1"; stop "$PSPID" child; PSPID="" PSPORT=""; }
+# pgscale_config PORT [REPLICA_URL...]: the config of pgscale (no replicas) or pgscale-rw.
+pgscale_config() {
+  local port=$1 list="" u; shift
+  for u in "$@"; do list="$list${list:+, }\"$u\""; done
+  echo "[listen]"
+  echo "address = \"127.0.0.1:$port\""
+  [ -n "$WORKERS" ] && echo "workers = $WORKERS"
+  [ "$IDLE" -ge 9000 ] && echo "max_client_conn = $((IDLE + 1000))"
+  echo "[pool]"
+  echo "mode = \"transaction\""
+  echo "pool_size = $POOL"
+  if [ "$REPLICAS" -gt 0 ]; then
+    echo "[health]"
+    echo "database = \"bench_admin\""
+  fi
+  echo "[[users]]"
+  echo "name = \"postgres\""
+  echo "auth = \"trust\""
+  echo "[[shards]]"
+  echo "primary = \"postgres://127.0.0.1:$PGPORT\""
+  [ $# -gt 0 ] && echo "replicas = [$list]"
+  true
+}
 if [ "$USE_PGSCALE" = 1 ]; then
   if [ "$BUILD" = 1 ]; then
     if ! command -v cargo >/dev/null; then
@@ -206,20 +251,7 @@ if [ "$USE_PGSCALE" = 1 ]; then
     skip_pgscale "$PGSCALE_BIN not found"
   else
     PSPORT=$(free_port)
-    {
-      echo "[listen]"
-      echo "address = \"127.0.0.1:$PSPORT\""
-      [ -n "$WORKERS" ] && echo "workers = $WORKERS"
-      [ "$IDLE" -ge 9000 ] && echo "max_client_conn = $((IDLE + 1000))"
-      echo "[pool]"
-      echo "mode = \"transaction\""
-      echo "pool_size = $POOL"
-      echo "[[users]]"
-      echo "name = \"postgres\""
-      echo "auth = \"trust\""
-      echo "[[shards]]"
-      echo "primary = \"postgres://127.0.0.1:$PGPORT\""
-    } >"$WORK/pgscale.toml"
+    pgscale_config "$PSPORT" >"$WORK/pgscale.toml"
     say "starting pgscale on 127.0.0.1:$PSPORT"
     RUST_LOG=${RUST_LOG:-warn} "$PGSCALE_BIN" serve --config "$WORK/pgscale.toml" >"$WORK/pgscale.log" 2>&1 &
     PSPID=$!
@@ -230,6 +262,71 @@ if [ "$USE_PGSCALE" = 1 ]; then
   fi
 else
   PGSCALE_NOTE="--no-pgscale"
+fi
+
+# ---------------------------------------------------------------- replicas and pgscale-rw
+RWPORT="" RW_NOTE=""
+skip_rw() { RW_NOTE=$1; warn "pgscale-rw skipped: $1"; stop "$RWPID" child; RWPID="" RWPORT=""; }
+# start_replica K: base backup of the primary into $WORK/replicaK, started as a hot standby on a free port
+# with the primary's settings; waits until it answers and has replayed the pgbench data.
+start_replica() {
+  local k=$1 data="$WORK/replica$1" port
+  as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PGPORT" -U postgres -D "$data" -R -X stream -c fast --no-sync \
+    >"$WORK/basebackup$k.log" 2>&1 \
+    || { cat "$WORK/basebackup$k.log" >&2; warn "pg_basebackup for replica $k failed"; return 1; }
+  port=$(free_port)
+  REPLICAS_STARTED=$k
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$WORK/replica$k.log" -w -t 60 -o "-p $port $PG_OPTS -c hot_standby=on" \
+      start >/dev/null; then
+    tail -20 "$WORK/replica$k.log" >&2 || true
+    warn "replica $k did not start"; return 1
+  fi
+  RPORT[k]=$port RPID[k]=$(head -1 "$data/postmaster.pid")
+  for _ in $(seq 300); do  # about 60 s
+    [ "$(PGCONNECT_TIMEOUT=5 timeout 10 "$PG_BIN/psql" -X -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc \
+        "select pg_is_in_recovery() and (select count(*) from pgbench_branches) = $SCALE" 2>/dev/null)" = t ] \
+      && return 0
+    sleep 0.2
+  done
+  warn "replica $k (port $port) has not replayed the pgbench data after 60 s"; return 1
+}
+if [ "$REPLICAS" -gt 0 ]; then
+  if [ -z "$PSPORT" ]; then
+    skip_rw "pgscale not run (${PGSCALE_NOTE:-?}); no replicas started"
+  else
+    rw_ok=1
+    for k in $(seq "$REPLICAS"); do
+      say "starting replica $k/$REPLICAS (pg_basebackup -R -X stream -c fast)"
+      start_replica "$k" || { rw_ok=0; break; }
+      say "replica $k on 127.0.0.1:${RPORT[k]}"
+    done
+    if [ "$rw_ok" = 0 ]; then
+      skip_rw "replica $k did not start"
+    else
+      RWPORT=$(free_port)
+      urls=()
+      for k in $(seq "$REPLICAS"); do urls+=("postgres://127.0.0.1:${RPORT[k]}"); done
+      pgscale_config "$RWPORT" "${urls[@]}" >"$WORK/pgscale-rw.toml"
+      say "starting pgscale-rw (reads to the replicas) on 127.0.0.1:$RWPORT"
+      RUST_LOG=${RUST_LOG:-warn} "$PGSCALE_BIN" serve --config "$WORK/pgscale-rw.toml" >"$WORK/pgscale-rw.log" 2>&1 &
+      RWPID=$!
+      if ! wait_ready "$RWPORT" "$RWPID" pgscale-rw; then
+        tail -20 "$WORK/pgscale-rw.log" >&2 || true
+        skip_rw "did not start or does not answer select 1"
+      else
+        # Until the first health checks pass, reads may go to the primary: wait until one lands on a replica.
+        on_replica=""
+        for _ in $(seq 100); do
+          on_replica=$(PGCONNECT_TIMEOUT=5 timeout 10 "$PG_BIN/psql" -X -h 127.0.0.1 -p "$RWPORT" -U postgres \
+            -d postgres -Atc 'select pg_is_in_recovery()' 2>/dev/null || true)
+          [ "$on_replica" = t ] && break
+          sleep 0.1
+        done
+        [ "$on_replica" = t ] \
+          || warn "pgscale-rw: 'select pg_is_in_recovery()' does not reach a replica (got '$on_replica')"
+      fi
+    fi
+  fi
 fi
 
 # ---------------------------------------------------------------- PgBouncer
@@ -298,7 +395,7 @@ fi
 
 # ---------------------------------------------------------------- pgbench runs
 # run TARGET PORT PID TEST CLIENTS ROUND: one pgbench run; appends a line to $WORK/res/TARGET.TEST.CLIENTS:
-#   "ok TPS LATENCY_MS FAILED_TXNS CPU_US_PER_TXN" or "fail". Sets SUMMARY (not run in a subshell, so that
+#   "ok TPS LATENCY_MS FAILED_TXNS CPU_US_PER_TXN TXNS" or "fail". Sets SUMMARY (not run in a subshell, so that
 #   an interrupt reaches cleanup with CHILD set).
 run() {
   local target=$1 port=$2 pid=$3 test=$4 clients=$5 round=$6
@@ -339,24 +436,84 @@ run() {
       echo fail >>"$res"; SUMMARY="$target=DIED"; return
     fi
   fi
-  echo "ok $tps ${lat:-0} ${failed:-0} $cpu" >>"$res"
+  echo "ok $tps ${lat:-0} ${failed:-0} $cpu $txns" >>"$res"
   SUMMARY=$(printf '%s=%.0f' "$target" "$tps")
 }
 
+# Where pgscale-rw's transactions ran: xact_commit of database postgres on the primary and on each replica,
+# read before and after each pgscale-rw run. A backend flushes its statistics at exit, and when idle at most
+# once a second, or else 10 s later (PGSTAT_IDLE_INTERVAL): so each reading waits until no proxy has run
+# for STATS_IDLE_S (then the pooled backends of all proxies have flushed) and no pgbench for 1 s (its
+# backends flush as they exit). Health checks and these queries use database bench_admin, not postgres.
+STATS_IDLE_S=11 PROXY_END_MS=0 ANY_END_MS=0
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+settle() {
+  local now wait_ms
+  now=$(now_ms)
+  wait_ms=$(( PROXY_END_MS + STATS_IDLE_S * 1000 - now ))
+  [ $(( ANY_END_MS + 1000 - now )) -gt "$wait_ms" ] && wait_ms=$(( ANY_END_MS + 1000 - now ))
+  [ "$wait_ms" -le 0 ] || run_child /dev/null sleep "$(awk -v m="$wait_ms" 'BEGIN { printf "%.3f", m / 1000 }')"
+}
+# xacts: "PRIMARY REPLICA1 ... REPLICAN", "?" for a server that did not answer.
+xacts() {
+  local port v out=""
+  for port in "$PGPORT" "${RPORT[@]}"; do
+    v=$(PGCONNECT_TIMEOUT=5 timeout 10 "$PG_BIN/psql" -X -h 127.0.0.1 -p "$port" -U postgres -d bench_admin -Atc \
+      "select xact_commit from pg_stat_database where datname = 'postgres'" 2>/dev/null || true)
+    is_uint "$v" || v="?"
+    out="$out${out:+ }$v"
+  done
+  echo "$out"
+}
+# xacts_sum FILE...: sums per column of lines "PRIMARY REPLICA1 ..." -> "PRIMARY REPLICAS REPLICA1 ...",
+# "?" where a reading was missing; "n/a" if no file exists.
+xacts_sum() {
+  local f files=()
+  for f in "$@"; do [ -f "$f" ] && files+=("$f"); done
+  [ "${#files[@]}" -gt 0 ] || { echo "n/a"; return; }
+  awk '{ for (i = 1; i <= NF; i++) { if ($i == "?") bad[i] = 1; else s[i] += $i }; if (NF > n) n = NF }
+    END { r = 0; rbad = 0; for (i = 2; i <= n; i++) { r += s[i]; if (bad[i]) rbad = 1 }
+          out = (bad[1] ? "?" : s[1] + 0) " " (rbad ? "?" : r)
+          for (i = 2; i <= n; i++) out = out " " (bad[i] ? "?" : s[i] + 0)
+          print out }' "${files[@]}"
+}
+
 TARGETS="direct"
+# pgscale-rw right after direct: the previous proxy run is then one direct run back, so less waiting in settle.
+[ -n "$RWPORT" ] && TARGETS="$TARGETS pgscale-rw"
 [ -n "$PSPORT" ] && TARGETS="$TARGETS pgscale"
 [ -n "$BNPORT" ] && TARGETS="$TARGETS pgbouncer"
-port_of() { case $1 in direct) echo "$PGPORT" ;; pgscale) echo "$PSPORT" ;; pgbouncer) echo "$BNPORT" ;; esac; }
-pid_of() { case $1 in direct) echo "" ;; pgscale) echo "$PSPID" ;; pgbouncer) echo "$BNPID" ;; esac; }
+port_of() {
+  case $1 in
+    direct) echo "$PGPORT" ;; pgscale) echo "$PSPORT" ;; pgscale-rw) echo "$RWPORT" ;; pgbouncer) echo "$BNPORT" ;;
+  esac
+}
+pid_of() {
+  case $1 in direct) echo "" ;; pgscale) echo "$PSPID" ;; pgscale-rw) echo "$RWPID" ;; pgbouncer) echo "$BNPID" ;; esac
+}
 nruns=$(( ROUNDS * $(wc -w <<<"$TESTS") * $(wc -w <<<"$CLIENTS") * $(wc -w <<<"$TARGETS") ))
-say "$nruns pgbench runs of ${DURATION}s (about $(( nruns * (DURATION + 1) / 60 + 1 )) min): $TARGETS"
+minutes=$(( nruns * (DURATION + 1) / 60 + 1 ))
+[ -n "$RWPORT" ] && minutes=$(( minutes + nruns / $(wc -w <<<"$TARGETS") * 2 * STATS_IDLE_S / 60 ))
+say "$nruns pgbench runs of ${DURATION}s (about $minutes min): $TARGETS"
 for round in $(seq "$ROUNDS"); do
   for test in $TESTS; do
     for c in $CLIENTS; do
       line="round $round/$ROUNDS  ${TEST_NAME[$test]}  $c clients:"
       for target in $TARGETS; do
+        if [ "$target" = pgscale-rw ]; then settle; xa_before=$(xacts); fi
         run "$target" "$(port_of "$target")" "$(pid_of "$target")" "$test" "$c" "$round"
         line="$line $SUMMARY"
+        ANY_END_MS=$(now_ms)
+        [ "$target" = direct ] || PROXY_END_MS=$ANY_END_MS
+        if [ "$target" = pgscale-rw ]; then
+          settle
+          # this run's "PRIMARY REPLICA1 ..." deltas
+          paste -d' ' <(tr ' ' '\n' <<<"$xa_before") <(xacts | tr ' ' '\n') \
+            | awk '{ d = ($1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/) ? $2 - $1 : "?"; printf "%s%s", (NR > 1 ? " " : ""), d }
+                   END { print "" }' | tee "$WORK/xacts.run" >>"$WORK/res/pgscale-rw.$test.$c.xacts"
+          read -r xp xr _ <<<"$(xacts_sum "$WORK/xacts.run")"
+          line="$line (commits: primary $xp, replicas $xr)"
+        fi
       done
       say "$line"
     done
@@ -413,28 +570,81 @@ total_failed() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'; }
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null)" ] && rev="$rev+dirty"
+RWORD=replicas
+[ "$REPLICAS" = 1 ] && RWORD=replica
+# txns_sum FILE...: transactions pgbench counted in the runs that did not fail.
+txns_sum() {
+  local f files=()
+  for f in "$@"; do [ -f "$f" ] && files+=("$f"); done
+  [ "${#files[@]}" -gt 0 ] || { echo 0; return; }
+  awk '$1 == "ok" { s += $6 } END { print s + 0 }' "${files[@]}"
+}
 {
-  echo "## pgbench: direct vs pgscale vs PgBouncer"
+  if [ "$REPLICAS" -gt 0 ]; then
+    echo "## pgbench: direct vs pgscale vs pgscale-rw ($REPLICAS $RWORD) vs PgBouncer"
+  else
+    echo "## pgbench: direct vs pgscale vs PgBouncer"
+  fi
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores; $("$PG_BIN/postgres" --version);" \
     "pgscale ${PSPORT:+$rev}${PGSCALE_NOTE:+not run ($PGSCALE_NOTE)};" \
     "${BOUNCER_VERSION:-PgBouncer}${BOUNCER_NOTE:+ not run ($BOUNCER_NOTE)}."
   echo "pgbench -T $DURATION -j min(clients,2), scale $SCALE; transaction pooling, $POOL server connections per pool;" \
     "$ROUNDS interleaved round(s), figures are means over rounds. fsync=off, synchronous_commit=off."
+  if [ "$REPLICAS" -gt 0 ]; then
+    echo "direct, pgscale and PgBouncer use the primary only; pgscale-rw is a second pgscale with the same settings" \
+      "plus \`replicas\` = $REPLICAS streaming $RWORD (hot standby, the primary's settings, on the same cores)," \
+      "so reads go to the replicas and writes to the primary${RW_NOTE:+ (pgscale-rw not run: $RW_NOTE)}."
+  fi
   echo
-  echo "| test | clients | direct TPS | pgscale TPS | PgBouncer TPS | pgscale/direct | pgscale/PgBouncer" \
-    "| latency ms direct | latency ms pgscale | latency ms PgBouncer | CPU µs/txn pgscale | CPU µs/txn PgBouncer" \
-    "| failed txns direct / pgscale / PgBouncer |"
-  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
-  for test in $TESTS; do
-    for c in $CLIENTS; do
-      d="$WORK/res/direct.$test.$c" p="$WORK/res/pgscale.$test.$c" b="$WORK/res/pgbouncer.$test.$c"
-      dt=$(agg "$d" 2 0) pt=$(agg "$p" 2 0) bt=$(agg "$b" 2 0)
-      echo "| ${TEST_NAME[$test]} | $c | $dt | $pt | $bt | $(ratio "$pt" "$dt") | $(ratio "$pt" "$bt")" \
-        "| $(agg "$d" 3 3) | $(agg "$p" 3 3) | $(agg "$b" 3 3) | $(agg "$p" 5 1) | $(agg "$b" 5 1)" \
-        "| $(total_failed "$d") / $(total_failed "$p") / $(total_failed "$b") |"
+  if [ "$REPLICAS" -gt 0 ]; then
+    echo "| test | clients | direct TPS | pgscale TPS | pgscale-rw TPS | PgBouncer TPS | pgscale/direct" \
+      "| pgscale-rw/direct | pgscale/PgBouncer | latency ms direct | latency ms pgscale | latency ms pgscale-rw" \
+      "| latency ms PgBouncer | CPU µs/txn pgscale | CPU µs/txn pgscale-rw | CPU µs/txn PgBouncer" \
+      "| failed txns direct / pgscale / pgscale-rw / PgBouncer | pgscale-rw commits primary / replicas |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"
+    for test in $TESTS; do
+      for c in $CLIENTS; do
+        d="$WORK/res/direct.$test.$c" p="$WORK/res/pgscale.$test.$c" b="$WORK/res/pgbouncer.$test.$c"
+        r="$WORK/res/pgscale-rw.$test.$c"
+        dt=$(agg "$d" 2 0) pt=$(agg "$p" 2 0) rt=$(agg "$r" 2 0) bt=$(agg "$b" 2 0)
+        read -r xp xr _ <<<"$(xacts_sum "$r.xacts")"
+        xcol=$xp
+        [ -n "$xr" ] && xcol="$xp / $xr"
+        echo "| ${TEST_NAME[$test]} | $c | $dt | $pt | $rt | $bt | $(ratio "$pt" "$dt") | $(ratio "$rt" "$dt")" \
+          "| $(ratio "$pt" "$bt") | $(agg "$d" 3 3) | $(agg "$p" 3 3) | $(agg "$r" 3 3) | $(agg "$b" 3 3)" \
+          "| $(agg "$p" 5 1) | $(agg "$r" 5 1) | $(agg "$b" 5 1)" \
+          "| $(total_failed "$d") / $(total_failed "$p") / $(total_failed "$r") / $(total_failed "$b")" \
+          "| $xcol |"
+      done
     done
-  done
+    all=()
+    for test in $TESTS; do for c in $CLIENTS; do all+=("$WORK/res/pgscale-rw.$test.$c"); done; done
+    read -r xp xr xeach <<<"$(xacts_sum "${all[@]/%/.xacts}")"
+    if [ -n "$RWPORT" ] && [ -n "$xr" ]; then
+      echo
+      echo "Where pgscale-rw's transactions ran: \`xact_commit\` of database postgres in \`pg_stat_database\`, summed" \
+        "over the pgscale-rw runs: **primary $xp, replicas $xr** (replica 1..$REPLICAS: ${xeach// / + });" \
+        "pgbench counted $(txns_sum "${all[@]}") transactions in those runs. Each run's counts were read" \
+        "right before it and again after ${STATS_IDLE_S} s idle (backends flush their statistics at exit, or when idle" \
+        "at most once a second, else within 10 s), with no other target running in between; pgscale's health checks" \
+        "and these readings use database bench_admin, so they are not counted (autovacuum may add a few)."
+    fi
+  else
+    echo "| test | clients | direct TPS | pgscale TPS | PgBouncer TPS | pgscale/direct | pgscale/PgBouncer" \
+      "| latency ms direct | latency ms pgscale | latency ms PgBouncer | CPU µs/txn pgscale | CPU µs/txn PgBouncer" \
+      "| failed txns direct / pgscale / PgBouncer |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    for test in $TESTS; do
+      for c in $CLIENTS; do
+        d="$WORK/res/direct.$test.$c" p="$WORK/res/pgscale.$test.$c" b="$WORK/res/pgbouncer.$test.$c"
+        dt=$(agg "$d" 2 0) pt=$(agg "$p" 2 0) bt=$(agg "$b" 2 0)
+        echo "| ${TEST_NAME[$test]} | $c | $dt | $pt | $bt | $(ratio "$pt" "$dt") | $(ratio "$pt" "$bt")" \
+          "| $(agg "$d" 3 3) | $(agg "$p" 3 3) | $(agg "$b" 3 3) | $(agg "$p" 5 1) | $(agg "$b" 5 1)" \
+          "| $(total_failed "$d") / $(total_failed "$p") / $(total_failed "$b") |"
+      done
+    done
+  fi
   if [ "$IDLE" -gt 0 ] && [ -n "$MEM_PGSCALE$MEM_BOUNCER" ]; then
     echo
     echo "Memory per idle client: RSS growth of the proxy process / $IDLE clients that logged in and stay idle."
