@@ -99,13 +99,16 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            let replicas: usize = config.shards.iter().map(|s| s.replicas.len()).sum();
             println!(
-                "{}: OK ({} user(s), {} shard(s), {:?} pooling on {})",
+                "{}: OK ({} user(s), {} shard(s), {} replica(s), {:?} pooling on {}, read/write split {})",
                 path.display(),
                 config.users.len(),
                 config.shards.len(),
+                replicas,
                 config.pool.mode,
-                config.listen.address
+                config.listen.address,
+                if config.routing.read_write_split && replicas > 0 { "on" } else { "off" }
             );
             ExitCode::SUCCESS
         }
