@@ -147,6 +147,15 @@ async fn statements_land_where_their_kind_says() {
         .get(0);
     assert_eq!(n, 1);
 
+    // Hot standbys refuse SERIALIZABLE: such a client's reads stay on the primary (and work).
+    let serializable = env.app().await;
+    serializable
+        .batch_execute("SET default_transaction_isolation = 'serializable'")
+        .await
+        .expect("set isolation");
+    let (recovery, _) = where_simple(&serializable, &format!("select {here}")).await;
+    assert!(!recovery, "a SERIALIZABLE client reads from the primary");
+
     // A statement sqlparser cannot parse goes to the primary and is counted.
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
     let before = shared.plans.stats().unparsable;

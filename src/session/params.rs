@@ -25,6 +25,8 @@ pub struct ClientParams {
     fingerprint: u64,
     /// [`ClientParams::default_read_only`], worked out when the settings change.
     read_only_default: bool,
+    /// [`ClientParams::serializable_default`], worked out when the settings change.
+    serializable_default: bool,
 }
 
 /// What the proxy has applied to a server connection (beyond the server's own defaults).
@@ -56,6 +58,7 @@ impl ClientParams {
             sets: BTreeMap::new(),
             fingerprint: 0,
             read_only_default: false,
+            serializable_default: false,
         };
         out.refresh();
         out
@@ -79,6 +82,7 @@ impl ClientParams {
     fn refresh(&mut self) {
         self.fingerprint = fingerprint(self.desired().into_iter());
         self.read_only_default = self.compute_default_read_only();
+        self.serializable_default = self.compute_serializable_default();
     }
 
     /// Whether `applied` already matches this client (the cheap check done at every checkout).
@@ -150,6 +154,23 @@ impl ClientParams {
     /// `BEGIN` may go to a replica.
     pub fn default_read_only(&self) -> bool {
         self.read_only_default
+    }
+
+    /// Whether the client's transactions are SERIALIZABLE by default: hot standbys refuse that
+    /// isolation level, so such a client's reads stay on the primary.
+    pub fn serializable_default(&self) -> bool {
+        self.serializable_default
+    }
+
+    fn compute_serializable_default(&self) -> bool {
+        ["session_characteristics", "default_transaction_isolation"]
+            .iter()
+            .any(|name| match self.desired().get(&name.to_string()) {
+                Some(ParamValue::Startup(v) | ParamValue::Sql(v)) => {
+                    v.to_ascii_lowercase().contains("serializable")
+                }
+                None => false,
+            })
     }
 
     fn compute_default_read_only(&self) -> bool {
@@ -358,5 +379,13 @@ mod tests {
         assert!(c.default_read_only());
         c.commit(&set("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE"), &mut applied);
         assert!(!c.default_read_only());
+        assert!(c.serializable_default());
+        c.commit(&set("RESET ALL"), &mut applied);
+        assert!(!c.serializable_default());
+        c.commit(
+            &set("SET default_transaction_isolation = 'serializable'"),
+            &mut applied,
+        );
+        assert!(c.serializable_default());
     }
 }

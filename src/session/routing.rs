@@ -429,6 +429,11 @@ impl Session {
         let shared = self.shared.clone();
         let routing_config = &shared.config.routing;
         let shard = &shared.topology.shards[0];
+        if decision == Decision::Replica && self.params.serializable_default() {
+            return self.primary_target(Some(
+                "this session's transactions are SERIALIZABLE, which hot standbys refuse",
+            ));
+        }
         let freshness = match decision {
             Decision::Neutral => Freshness::Any,
             _ => self.freshness(),
