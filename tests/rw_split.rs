@@ -155,6 +155,12 @@ async fn statements_land_where_their_kind_says() {
         .expect("set isolation");
     let (recovery, _) = where_simple(&serializable, &format!("select {here}")).await;
     assert!(!recovery, "a SERIALIZABLE client reads from the primary");
+    let (recovery, _) = where_simple(
+        &reader,
+        &format!("begin isolation level serializable read only; select {here}; commit"),
+    )
+    .await;
+    assert!(!recovery, "a SERIALIZABLE read-only transaction runs on the primary");
 
     // A statement sqlparser cannot parse goes to the primary and is counted.
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();

@@ -12,8 +12,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sqlparser::ast::{
     CopySource, CopyTarget, DeclareType, Expr, ObjectName, ObjectNamePart, Query, Select, Set,
-    SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionMode, UtilityOption, Visit,
-    Visitor,
+    SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionIsolationLevel,
+    TransactionMode, UtilityOption, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -186,8 +186,18 @@ fn explain(analyze: bool, options: Option<&[UtilityOption]>, inner: &Statement) 
     }
 }
 
-/// READ ONLY / READ WRITE among transaction modes (the last one said wins, as in Postgres).
+/// READ ONLY / READ WRITE among transaction modes (the last one said wins, as in Postgres). A
+/// SERIALIZABLE transaction counts as read-write whatever it says: hot standbys refuse that level.
 fn access_mode(modes: &[TransactionMode]) -> Option<bool> {
+    let serializable = modes.iter().any(|mode| {
+        matches!(
+            mode,
+            TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable)
+        )
+    });
+    if serializable {
+        return Some(false);
+    }
     modes.iter().rev().find_map(|mode| match mode {
         TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => Some(true),
         TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => Some(false),

@@ -132,6 +132,10 @@ fn patch(piece: &str, words: &[(usize, usize)], table: bool) -> (Option<String>,
 /// READ ONLY / READ WRITE among the words (the last one said wins).
 fn access_mode(words: &[(usize, usize)], piece: &str) -> Option<bool> {
     let text = |i: usize| words.get(i).map_or("", |&(start, end)| &piece[start..end]);
+    // SERIALIZABLE cannot run on a hot standby: read-write for routing, whatever it says.
+    if (0..words.len()).any(|i| text(i).eq_ignore_ascii_case("serializable")) {
+        return Some(false);
+    }
     (0..words.len()).rev().find_map(|i| {
         if !text(i).eq_ignore_ascii_case("read") {
             return None;

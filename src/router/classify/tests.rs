@@ -284,8 +284,9 @@ fn transaction_control() {
         ),
         (
             "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY",
+            // Hot standbys refuse SERIALIZABLE: it must run on the primary.
             Begin {
-                read_only: Some(true),
+                read_only: Some(false),
             },
         ),
         (
@@ -295,8 +296,9 @@ fn transaction_control() {
         // pg_dump's opening: DEFERRABLE is not in sqlparser; the fallback reads the modes.
         (
             "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
+            // Hot standbys refuse SERIALIZABLE: it must run on the primary.
             Begin {
-                read_only: Some(true),
+                read_only: Some(false),
             },
         ),
         (
@@ -319,12 +321,14 @@ fn transaction_control() {
         ),
         (
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-            SetTransaction { read_only: None },
+            SetTransaction {
+                read_only: Some(false),
+            },
         ),
         (
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE",
             SetTransaction {
-                read_only: Some(true),
+                read_only: Some(false),
             },
         ),
         ("COMMIT", TxEnd),

@@ -68,7 +68,7 @@ fn transactions() {
         (
             &["BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY", "SELECT 1"],
             false,
-            Decision::Replica,
+            READ_WRITE_TX, // hot standbys refuse SERIALIZABLE
         ),
         // SET TRANSACTION after BEGIN amends it; the last word wins.
         (
@@ -84,7 +84,7 @@ fn transactions() {
         (
             &["BEGIN", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"],
             true,
-            Decision::Replica,
+            READ_WRITE_TX,
         ),
         // SET TRANSACTION with no BEGIN in the unit belongs to an earlier unit's transaction.
         (
