@@ -160,7 +160,10 @@ async fn statements_land_where_their_kind_says() {
         &format!("begin isolation level serializable read only; select {here}; commit"),
     )
     .await;
-    assert!(!recovery, "a SERIALIZABLE read-only transaction runs on the primary");
+    assert!(
+        !recovery,
+        "a SERIALIZABLE read-only transaction runs on the primary"
+    );
 
     // A statement sqlparser cannot parse goes to the primary and is counted.
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();

@@ -56,8 +56,28 @@ pub fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> UserConfig 
     }
 }
 
+/// Ends the test process if it runs longer than `PGSCALE_TEST_TIMEOUT_SECS` (default 600): a hung
+/// test must fail, not stall CI. The servers' watchdogs clean up after the process is gone.
+fn guard_against_hangs() {
+    static GUARD: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        let secs = std::env::var("PGSCALE_TEST_TIMEOUT_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600u64);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            eprintln!(
+                "test binary still running after {secs} s: giving up (PGSCALE_TEST_TIMEOUT_SECS)"
+            );
+            std::process::exit(101);
+        });
+    });
+}
+
 /// Starts Postgres (roles `app`, `md5user`, `trustuser`; database `app`) — blocking.
 pub fn start_postgres() -> LocalPostgres {
+    guard_against_hangs();
     let options = ClusterOptions {
         superuser_password: SUPERUSER_PASSWORD.to_string(),
         ..ClusterOptions::default()
