@@ -67,9 +67,14 @@ fn guard_against_hangs() {
             .unwrap_or(600u64);
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_secs(secs));
-            eprintln!(
-                "test binary still running after {secs} s: giving up (PGSCALE_TEST_TIMEOUT_SECS)"
+            // Straight to fd 2: libtest captures what the std streams print in test threads.
+            let msg = format!(
+                "test binary still running after {secs} s: giving up (PGSCALE_TEST_TIMEOUT_SECS)\n"
             );
+            // SAFETY: writes a live buffer of the given length to the stderr descriptor.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+            }
             std::process::exit(101);
         });
     });
