@@ -351,3 +351,66 @@ async fn pipelined_reads_and_writes_each_find_their_server() {
     assert_eq!(n, 200);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replicas_take_no_reads_until_they_catch_up() {
+    let env = Env::start_with_replicas(
+        2,
+        |c| c.routing.max_replica_lag_bytes = 64 * 1024,
+        PoolMode::Transaction,
+        10,
+    )
+    .await;
+    env.prepare_replicated("CREATE TABLE lag (id int, pad text); GRANT ALL ON lag TO app")
+        .await;
+    let reader = env.app().await;
+    let (recovery, _) =
+        where_simple(&reader, "select pg_is_in_recovery(), inet_server_port()").await;
+    assert!(recovery, "fresh replicas take reads");
+    let mut paused = Vec::new();
+    for replica in &env.replicas {
+        let c = env.direct_to(replica).await;
+        c.batch_execute("select pg_wal_replay_pause()")
+            .await
+            .expect("pause replay");
+        paused.push(c);
+    }
+    // About 1 MB of WAL the replicas do not replay: far over the 64 kB limit.
+    env.direct()
+        .await
+        .batch_execute("INSERT INTO lag SELECT g, repeat('x', 500) FROM generate_series(1, 2000) g")
+        .await
+        .expect("write WAL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (recovery, _) =
+            where_simple(&reader, "select pg_is_in_recovery(), inet_server_port()").await;
+        if !recovery {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lagging replicas kept taking reads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in &paused {
+        c.batch_execute("select pg_wal_replay_resume()")
+            .await
+            .expect("resume replay");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (recovery, _) =
+            where_simple(&reader, "select pg_is_in_recovery(), inet_server_port()").await;
+        if recovery {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "caught-up replicas never took reads again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
