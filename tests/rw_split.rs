@@ -418,3 +418,46 @@ async fn lagging_replicas_take_no_reads_until_they_catch_up() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_replica_fail_refuses_reads_clearly_when_none_qualifies() {
+    let env = Env::start_with_replicas(
+        1,
+        |c| c.routing.no_replica = pgscale::config::NoReplica::Fail,
+        PoolMode::Transaction,
+        10,
+    )
+    .await;
+    env.prepare_replicated("CREATE TABLE nr (id int); GRANT ALL ON nr TO app")
+        .await;
+    let reader = env.app().await;
+    reader
+        .simple_query("select count(*) from nr")
+        .await
+        .expect("read while the replica is up");
+    env.replicas[0].kill9().expect("kill the only replica");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match reader.simple_query("select count(*) from nr").await {
+            Err(e) if common::sqlstate(&e).as_deref() == Some("57P03") => break e,
+            Err(e) => panic!("unexpected error: {e}"),
+            // Until the breaker opens, a failed connect moves the read on; with no replica left and
+            // no_replica = "fail", the read is refused.
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "reads never refused");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("no replica"), "{message}");
+    // The session stays usable, and writes still go to the primary.
+    reader
+        .batch_execute("INSERT INTO nr VALUES (1)")
+        .await
+        .expect("write after a refused read");
+    env.stop().await;
+}
