@@ -26,6 +26,16 @@ async fn where_simple(client: &Client, sql: &str) -> (bool, i32) {
     (in_recovery, port)
 }
 
+/// Repeats `sql` (which reports `pg_is_in_recovery()` first) until it runs on a replica (`on_replica`)
+/// or on the primary, for up to 10 s; `what` says what failed otherwise.
+async fn wait_until_routed(client: &Client, sql: &str, on_replica: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while where_simple(client, sql).await.0 != on_replica {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn rw_env() -> Env {
     Env::start_with_replicas(2, |_| {}, PoolMode::Transaction, 10).await
 }
@@ -190,18 +200,13 @@ async fn function_created_through_the_proxy_is_learnt() {
     env.wait_replicas_caught_up().await;
     // The catalog is re-read in the background after function DDL; within a few seconds the function
     // counts as a write.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (recovery, _) = where_simple(&app, "select later_fn(), inet_server_port()").await;
-        if !recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "later_fn() never reached the primary"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_routed(
+        &app,
+        "select later_fn(), inet_server_port()",
+        false,
+        "later_fn() never reached the primary",
+    )
+    .await;
     env.stop().await;
 }
 
@@ -385,37 +390,25 @@ async fn lagging_replicas_take_no_reads_until_they_catch_up() {
         .batch_execute("INSERT INTO lag SELECT g, repeat('x', 500) FROM generate_series(1, 2000) g")
         .await
         .expect("write WAL");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (recovery, _) =
-            where_simple(&reader, "select pg_is_in_recovery(), inet_server_port()").await;
-        if !recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lagging replicas kept taking reads"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_routed(
+        &reader,
+        "select pg_is_in_recovery(), inet_server_port()",
+        false,
+        "lagging replicas kept taking reads",
+    )
+    .await;
     for c in &paused {
         c.batch_execute("select pg_wal_replay_resume()")
             .await
             .expect("resume replay");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (recovery, _) =
-            where_simple(&reader, "select pg_is_in_recovery(), inet_server_port()").await;
-        if recovery {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "caught-up replicas never took reads again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_routed(
+        &reader,
+        "select pg_is_in_recovery(), inet_server_port()",
+        true,
+        "caught-up replicas never took reads again",
+    )
+    .await;
     env.stop().await;
 }
 
