@@ -187,7 +187,7 @@ impl Session {
                     self.shutting_down = true;
                     Flow::Continue
                 }
-                ready = self.client.readable() => match ready {
+                ready = self.client.readable(), if !self.routing.as_ref().is_some_and(|r| r.is_full()) => match ready {
                     Ok(()) => self.on_client_readable().await,
                     Err(_) => Flow::End(EndReason::ClientGone),
                 },

@@ -95,6 +95,12 @@ impl Routing {
         !self.held.is_empty()
     }
 
+    /// Held messages reached the limit while a replica answers: stop reading the client (TCP
+    /// backpressure) rather than buffer without bound.
+    pub(super) fn is_full(&self) -> bool {
+        self.busy && self.held.len() > MAX_HELD_BYTES
+    }
+
     /// The server is given back: a write it committed makes later reads wait for replicas to catch up.
     pub(super) fn on_release(&mut self) {
         self.retry = None;
@@ -199,7 +205,10 @@ impl Session {
             return Flow::Continue;
         }
         let flow = if self.server.is_some() {
+            // The transaction goes on: what was held belongs to it, not to a unit of its own.
             routing.held_ready = false;
+            routing.unit = UnitRouter::default();
+            routing.retryable = true;
             let frames = std::mem::take(&mut routing.held).freeze();
             self.replay(&frames).await
         } else if routing.held_ready {
