@@ -10,6 +10,8 @@
 //!   the choice of replica.
 //! - [`router`]: what statements do: read/write classification, the plan cache, routing hints, and
 //!   which statements change session state.
+//! - [`sharding`]: the consistent-hash ring (xxh3 + virtual nodes) and shard keys' canonical
+//!   encoding; a pure function users can reproduce.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
@@ -26,3 +28,4 @@ pub mod pool;
 pub mod protocol;
 pub mod router;
 pub mod session;
+pub mod sharding;

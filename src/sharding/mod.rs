@@ -1,0 +1,21 @@
+//! Sharding: which shard owns a row, decided by a consistent-hash ring over the shard key.
+//!
+//! The function is pure and fully specified so that a user can compute a key's shard outside
+//! pgscale:
+//!
+//! 1. The key is parsed by its [`KeyType`] into a [`ShardKey`] (from a SQL literal, a text-format
+//!    bind parameter or a binary-format bind parameter; all three give the same key).
+//! 2. The key's canonical bytes ([`ShardKey::with_canonical_bytes`]) are hashed with XXH3-64, seed 0
+//!    ([`hash_key`]).
+//! 3. The hash's owner on the [`Ring`] is the shard of the first ring point at or after the hash,
+//!    wrapping around to the lowest point ([`Ring::owner`]). Each shard contributes the points
+//!    `xxh3_64("{shard_name}#{i}")` for `i` in `0..vnodes_per_shard`.
+//!
+//! A ring is an immutable value: resharding builds a new one, lists what changes hands with
+//! [`Ring::moved_ranges`], and swaps it in whole.
+
+mod key;
+mod ring;
+
+pub use key::{KeyError, KeyType, ShardKey};
+pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
