@@ -1,10 +1,8 @@
 //! Hidden queries that return rows (health polls, catalog loading): a simple query whose small result
 //! comes back as text.
 
-use bytes::BytesMut;
-
 use super::server::{ServerConn, ServerError};
-use crate::protocol::codec::{self, BodyReader};
+use crate::protocol::codec::BodyReader;
 
 /// A result row: each column's text, None for NULL.
 pub type Row = Vec<Option<String>>;
@@ -14,36 +12,11 @@ pub type Row = Vec<Option<String>>;
 /// usable: the server's `ReadyForQuery` was read); any other error leaves the connection in an unknown
 /// state, so drop it. Text that is not UTF-8 (a `SQL_ASCII` database) is decoded lossily.
 pub async fn query_rows(conn: &mut ServerConn, sql: &str) -> Result<Vec<Row>, ServerError> {
-    let mut out = BytesMut::new();
-    codec::query(&mut out, sql);
-    conn.send(&out).await?;
-    let mut buf = BytesMut::with_capacity(512);
-    let mut rows = Vec::new();
-    let mut error = None;
-    loop {
-        let (tag, body) = conn.read_frame(&mut buf).await?;
-        match tag {
-            b'D' => rows.push(parse_data_row(&body).map_err(|what| conn.protocol(what))?),
-            // Several statements could each fail; the first error is the one that matters.
-            b'E' if error.is_none() => error = Some(conn.refused(tag, &body)),
-            b'S' => conn.note_parameter_status(&body),
-            b'Z' => {
-                if !buf.is_empty() {
-                    return Err(conn.protocol("data after ReadyForQuery"));
-                }
-                return match error {
-                    Some(e) => Err(e),
-                    None => Ok(rows),
-                };
-            }
-            // RowDescription, CommandComplete, EmptyQueryResponse, notices, later errors.
-            _ => {}
-        }
-    }
+    Ok(conn.run_simple(sql, true).await?.rows)
 }
 
 /// A `DataRow` body: an i16 column count, then per column an i32 length (-1 = NULL) and the bytes.
-fn parse_data_row(body: &[u8]) -> Result<Row, &'static str> {
+pub(super) fn parse_data_row(body: &[u8]) -> Result<Row, &'static str> {
     let mut r = BodyReader::new(body);
     let count = r.i16().map_err(|_| "short DataRow")?;
     let count = usize::try_from(count).map_err(|_| "negative DataRow column count")?;

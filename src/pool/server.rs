@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::backend::ConnRegistration;
+use super::query::{parse_data_row, Row};
 use crate::config::BackendAddr;
 use crate::protocol::codec::{self, BodyReader};
 use crate::session::params::AppliedParams;
@@ -242,14 +243,14 @@ impl ServerConn {
         self.send(&out).await
     }
 
-    pub(crate) fn protocol(&self, what: &str) -> ServerError {
+    fn protocol(&self, what: &str) -> ServerError {
         ServerError::Protocol {
             addr: self.addr.to_string(),
             what: what.to_string(),
         }
     }
 
-    pub(crate) fn refused(&self, tag: u8, body: &[u8]) -> ServerError {
+    fn refused(&self, tag: u8, body: &[u8]) -> ServerError {
         let (code, message) = codec::parse_error_fields(body);
         let mut frame = BytesMut::new();
         codec::put_frame(&mut frame, tag, body);
@@ -303,6 +304,17 @@ impl ServerConn {
     /// Runs a simple query whose results nobody sees. Returns the `ParameterStatus` frames it caused and
     /// the final transaction status; an `ErrorResponse` becomes `Refused`.
     pub async fn run_hidden(&mut self, sql: &str) -> Result<HiddenResult, ServerError> {
+        self.run_simple(sql, false).await
+    }
+
+    /// Runs a simple query the client never sees; keeps its rows as text when `keep_rows` (small
+    /// results only). The first `ErrorResponse` becomes `Refused`, once `ReadyForQuery` was read, so
+    /// the connection stays usable; any other error leaves it in an unknown state.
+    pub(super) async fn run_simple(
+        &mut self,
+        sql: &str,
+        keep_rows: bool,
+    ) -> Result<HiddenResult, ServerError> {
         let mut out = BytesMut::new();
         codec::query(&mut out, sql);
         self.send(&out).await?;
@@ -312,11 +324,15 @@ impl ServerConn {
         loop {
             let (tag, body) = self.read_frame(&mut buf).await?;
             match tag {
+                b'D' if keep_rows => result
+                    .rows
+                    .push(parse_data_row(&body).map_err(|what| self.protocol(what))?),
                 b'S' => {
                     self.note_parameter_status(&body);
                     codec::put_frame(&mut result.parameter_status, tag, &body);
                 }
-                b'E' => error = Some(self.refused(tag, &body)),
+                // Several statements could each fail; the first error is the one that matters.
+                b'E' if error.is_none() => error = Some(self.refused(tag, &body)),
                 b'Z' => {
                     result.status = body.first().copied().unwrap_or(b'I');
                     if !buf.is_empty() {
@@ -327,6 +343,7 @@ impl ServerConn {
                         None => Ok(result),
                     };
                 }
+                // RowDescription, CommandComplete, EmptyQueryResponse, notices, later errors.
                 _ => {}
             }
         }
@@ -373,6 +390,8 @@ impl ServerConn {
 pub struct HiddenResult {
     pub parameter_status: BytesMut,
     pub status: u8,
+    /// The rows, when asked for ([`super::query::query_rows`]).
+    pub rows: Vec<Row>,
 }
 
 /// Sends a `CancelRequest` for `key` on a fresh connection, as Postgres expects.
