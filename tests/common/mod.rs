@@ -118,6 +118,9 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
         // connections see only the pools'.
         health: pgscale::config::HealthConfig {
             user: Some("postgres".into()),
+            // Many servers share 2 cores in a test run: a slow poll must not trip a breaker (fault
+            // tests set their own, shorter timeout).
+            timeout_ms: 5_000,
             ..Default::default()
         },
         users: test_users(),
