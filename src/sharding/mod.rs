@@ -15,7 +15,11 @@
 //! [`Ring::moved_ranges`], and swaps it in whole.
 
 mod key;
+pub mod plan;
 mod ring;
+pub mod rules;
 
 pub use key::{KeyError, KeyType, ShardKey};
+pub use plan::{KeyRef, Keys, ShardPlan};
 pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
+pub use rules::{Rules, ShardedTable};

@@ -1,0 +1,68 @@
+//! Which tables are sharded (and by which column), which are reference tables present on every
+//! shard, and where unsharded tables live. Built from the `[sharding]` config; read by key
+//! extraction and the session's router.
+
+use std::collections::HashMap;
+
+use super::key::KeyType;
+
+/// A sharded table: its rows live on the shard that owns their key column's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardedTable {
+    /// Lowercase unqualified table name as it is matched in statements.
+    pub table: String,
+    /// Lowercase column name holding the shard key.
+    pub column: String,
+    pub key_type: KeyType,
+}
+
+/// The sharding rules of one topology.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    tables: HashMap<String, ShardedTable>,
+    reference: Vec<String>,
+}
+
+impl Rules {
+    /// Rules from sharded tables and reference table names (names are lowercased; a schema prefix
+    /// such as `public.` is dropped: tables are matched by their unqualified name).
+    pub fn new(
+        tables: impl IntoIterator<Item = ShardedTable>,
+        reference: impl IntoIterator<Item = String>,
+    ) -> Rules {
+        let tables = tables
+            .into_iter()
+            .map(|mut t| {
+                t.table = unqualified(&t.table);
+                t.column = t.column.to_lowercase();
+                (t.table.clone(), t)
+            })
+            .collect();
+        let reference = reference.into_iter().map(|r| unqualified(&r)).collect();
+        Rules { tables, reference }
+    }
+
+    /// No table is sharded: every statement goes to the default shard.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The rule for `table` (an unqualified name, already case-folded as Postgres would).
+    pub fn sharded(&self, table: &str) -> Option<&ShardedTable> {
+        self.tables.get(table)
+    }
+
+    /// Whether `table` is a reference table (a copy on every shard).
+    pub fn is_reference(&self, table: &str) -> bool {
+        self.reference.iter().any(|r| r == table)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &ShardedTable> {
+        self.tables.values()
+    }
+}
+
+/// `Public.Users` → `users`.
+fn unqualified(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).to_lowercase()
+}
