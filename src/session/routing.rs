@@ -49,10 +49,19 @@ struct Retry {
     client_mark: usize,
 }
 
+/// This client's pools on one shard's servers.
+pub(super) struct ShardPools {
+    pub(super) primary: Arc<Pool>,
+    /// In the topology's order (the balancer's replica indexes).
+    pub(super) replicas: Vec<Arc<Pool>>,
+}
+
 /// A routing client's state.
 pub(super) struct Routing {
-    /// This client's pools on the shard's replicas, in the topology's order.
-    pub(super) replicas: Vec<Arc<Pool>>,
+    /// This client's pools, per shard in the topology's order.
+    pub(super) shards: Vec<ShardPools>,
+    /// The shard of the unit being routed, or of the one holding the server.
+    pub(super) shard: usize,
     pub(super) catalog: Arc<DbCatalog>,
     unit: UnitRouter,
     held: BytesMut,
@@ -67,16 +76,24 @@ pub(super) struct Routing {
     retry: Option<Retry>,
     /// Where the unit (or transaction) holding the server went, and why.
     attached: Option<(Target, Decision)>,
-    /// When this client last committed a write on the primary.
-    last_write: Option<Instant>,
-    /// A primary WAL position at or past that write, once known.
+    /// Per shard: when this client last committed a write on its primary, and a primary WAL
+    /// position at or past that write once known.
+    writes: Vec<LastWrite>,
+}
+
+/// A client's last write on one shard (read-your-writes).
+#[derive(Debug, Clone, Copy, Default)]
+struct LastWrite {
+    at: Option<Instant>,
     min_lsn: Option<u64>,
 }
 
 impl Routing {
-    pub(super) fn new(replicas: Vec<Arc<Pool>>, catalog: Arc<DbCatalog>) -> Routing {
+    pub(super) fn new(shards: Vec<ShardPools>, catalog: Arc<DbCatalog>) -> Routing {
         Routing {
-            replicas,
+            writes: vec![LastWrite::default(); shards.len()],
+            shards,
+            shard: 0,
             catalog,
             unit: UnitRouter::default(),
             held: BytesMut::new(),
@@ -86,8 +103,6 @@ impl Routing {
             unnamed_plan: None,
             retry: None,
             attached: None,
-            last_write: None,
-            min_lsn: None,
         }
     }
 
@@ -107,8 +122,12 @@ impl Routing {
         self.busy = false;
         // Neutral units (SET, COMMIT alone) and reads that fell back to the primary wrote nothing.
         if let Some((Target::Primary, Decision::Primary(_))) = self.attached.take() {
-            self.last_write = Some(Instant::now());
-            self.min_lsn = None;
+            if let Some(write) = self.writes.get_mut(self.shard) {
+                *write = LastWrite {
+                    at: Some(Instant::now()),
+                    min_lsn: None,
+                };
+            }
         }
     }
 
@@ -406,13 +425,7 @@ impl Session {
     ) -> Result<Target, RouteError> {
         loop {
             let target = self.choose_target(decision, tried)?;
-            let pool = match target {
-                Target::Primary => self.pool.clone(),
-                Target::Replica(i) => match self.routing.as_ref().and_then(|r| r.replicas.get(i)) {
-                    Some(pool) => pool.clone(),
-                    None => self.pool.clone(),
-                },
-            };
+            let pool = self.target_pool(target);
             match self.attach_to(&pool).await {
                 Ok(()) => return Ok(target),
                 Err(e) => match target {
@@ -426,18 +439,42 @@ impl Session {
         }
     }
 
+    /// This client's pool for `target` on the current shard.
+    fn target_pool(&self, target: Target) -> Arc<Pool> {
+        let shard = self.routing.as_ref().and_then(|r| r.shards.get(r.shard));
+        let pool = match (shard, target) {
+            (Some(shard), Target::Primary) => Some(&shard.primary),
+            (Some(shard), Target::Replica(i)) => shard.replicas.get(i),
+            (None, _) => None,
+        };
+        pool.unwrap_or(&self.pool).clone()
+    }
+
+    /// The current shard's index (0 when not sharding).
+    fn shard_index(&self) -> usize {
+        self.routing.as_ref().map_or(0, |r| r.shard)
+    }
+
     fn choose_target(&mut self, decision: Decision, tried: &[usize]) -> Result<Target, RouteError> {
+        let primary_up = self
+            .target_pool(Target::Primary)
+            .backend()
+            .breaker
+            .is_closed();
         match decision {
             Decision::Primary(_) => return self.primary_target(None),
             // Any server will do: the primary while it is up, else a replica.
-            Decision::Neutral if self.pool.backend().breaker.is_closed() => {
-                return Ok(Target::Primary)
-            }
+            Decision::Neutral if primary_up => return Ok(Target::Primary),
             Decision::Neutral | Decision::Replica => {}
         }
         let shared = self.shared.clone();
         let routing_config = &shared.config.routing;
-        let shard = &shared.topology.shards[0];
+        let Some(shard) = shared.topology.shards.get(self.shard_index()) else {
+            return self.primary_target(None);
+        };
+        if !routing_config.read_write_split || shard.replicas.is_empty() {
+            return self.primary_target(None);
+        }
         if decision == Decision::Replica && self.params.serializable_default() {
             return self.primary_target(Some(
                 "this session's transactions are SERIALIZABLE, which hot standbys refuse",
@@ -467,7 +504,8 @@ impl Session {
         let replicas = self
             .routing
             .as_ref()
-            .map(|r| &r.replicas[..])
+            .and_then(|r| r.shards.get(r.shard))
+            .map(|s| &s.replicas[..])
             .unwrap_or(&[]);
         let chosen = choose_replica(&shard.replicas, &request, Instant::now(), |i| {
             replicas.get(i).map_or(usize::MAX, |p| p.in_use())
@@ -486,7 +524,8 @@ impl Session {
 
     /// The primary, unless its breaker is open (then the client is told at once, not after a timeout).
     fn primary_target(&self, why_primary: Option<&str>) -> Result<Target, RouteError> {
-        let backend = self.pool.backend();
+        let pool = self.target_pool(Target::Primary);
+        let backend = pool.backend();
         if backend.breaker.is_closed() {
             return Ok(Target::Primary);
         }
@@ -510,19 +549,25 @@ impl Session {
         if self.shared.config.routing.consistency == Consistency::Eventual {
             return Freshness::Any;
         }
-        let shard = &self.shared.topology.shards[0];
+        let shared = self.shared.clone();
         let Some(routing) = self.routing.as_deref_mut() else {
             return Freshness::Any;
         };
-        let Some(wrote_at) = routing.last_write else {
+        let (Some(shard), Some(write)) = (
+            shared.topology.shards.get(routing.shard),
+            routing.writes.get_mut(routing.shard),
+        ) else {
             return Freshness::Any;
         };
-        if let Some(lsn) = routing.min_lsn {
+        let Some(wrote_at) = write.at else {
+            return Freshness::Any;
+        };
+        if let Some(lsn) = write.min_lsn {
             return Freshness::AtLeast(lsn);
         }
         match shard.primary_lsn.after(wrote_at) {
             Some(lsn) => {
-                routing.min_lsn = Some(lsn);
+                write.min_lsn = Some(lsn);
                 Freshness::AtLeast(lsn)
             }
             None => Freshness::PrimaryOnly,

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::params::ClientParams;
-use super::routing::Routing;
+use super::routing::{Routing, ShardPools};
 use super::{EndReason, Session, Shared};
 use crate::config::PoolMode;
 use crate::error::ClientError;
@@ -82,20 +82,27 @@ pub(super) async fn login(
         return Err(EndReason::StartupFailed);
     };
 
-    let shard = &shared.topology.shards[0];
-    let pool = pool_for(shared, &shard.primary, &database, user);
+    let topology = &shared.topology;
+    let pool = pool_for(shared, &topology.shards[0].primary, &database, user);
     let mode = config.pool.mode;
-    let routing = (mode == PoolMode::Transaction
-        && config.routing.read_write_split
-        && !shard.replicas.is_empty())
-    .then(|| {
-        let replicas = shard
-            .replicas
-            .iter()
-            .map(|backend| pool_for(shared, backend, &database, user))
-            .collect();
-        Box::new(Routing::new(replicas, shared.catalogs.get(&database)))
-    });
+    let splits =
+        config.routing.read_write_split && topology.shards.iter().any(|s| !s.replicas.is_empty());
+    let routing =
+        (mode == PoolMode::Transaction && (splits || topology.shards.len() > 1)).then(|| {
+            let shards = topology
+                .shards
+                .iter()
+                .map(|shard| ShardPools {
+                    primary: pool_for(shared, &shard.primary, &database, user),
+                    replicas: shard
+                        .replicas
+                        .iter()
+                        .map(|backend| pool_for(shared, backend, &database, user))
+                        .collect(),
+                })
+                .collect();
+            Box::new(Routing::new(shards, shared.catalogs.get(&database)))
+        });
     let params = ClientParams::from_startup(&startup.params, &options);
     let pid = match mode {
         PoolMode::Transaction => shared.next_pid.fetch_add(1, Ordering::Relaxed),

@@ -18,6 +18,7 @@ mod key;
 pub mod plan;
 mod ring;
 pub mod rules;
+pub mod unit;
 
 pub use key::{KeyError, KeyType, ShardKey};
 pub use plan::{KeyRef, Keys, ShardPlan};
