@@ -35,7 +35,10 @@ pub enum ShardPlan {
     /// Touches only rows whose shard key is among `keys`.
     Keyed { key_type: KeyType, keys: Keys },
     /// A multi-row `INSERT … VALUES` into a sharded table: `rows[i]` is row i's key.
-    InsertRows { key_type: KeyType, rows: Box<[KeyRef]> },
+    InsertRows {
+        key_type: KeyType,
+        rows: Box<[KeyRef]>,
+    },
     /// A read of sharded tables with no usable key: every shard, results merged.
     ScatterRead,
     /// A write of sharded tables with no usable key: refused unless broadcast writes are allowed.
