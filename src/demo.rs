@@ -69,11 +69,13 @@ pub async fn start(port: u16, replicas: usize) -> Result<Demo, DemoError> {
         },
         routing: Default::default(),
         health: Default::default(),
+        sharding: Default::default(),
         users: vec![
             user(APP_USER, APP_PASSWORD),
             user("postgres", SUPERUSER_PASSWORD),
         ],
         shards: vec![ShardConfig {
+            name: None,
             primary: backend,
             replicas: replica_urls,
         }],

@@ -123,8 +123,10 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             timeout_ms: 5_000,
             ..Default::default()
         },
+        sharding: Default::default(),
         users: test_users(),
         shards: vec![ShardConfig {
+            name: None,
             primary: format!("postgres://{}:{}", pg.host(), pg.port()),
             replicas: Vec::new(),
         }],
