@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use routing::{Consistency, HealthConfig, NoReplica, ReplicaConfig, RoutingConfig};
+pub(crate) use sharding::table_match_name;
 pub use sharding::{KeyTypeName, ShardedTableConfig, ShardingConfig};
 pub use validate::{Problem, ValidationError};
 
