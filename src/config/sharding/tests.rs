@@ -249,3 +249,17 @@ fn sharded_tables_need_transaction_pooling() {
     let text = format!("[pool]\nmode = \"session\"\n{}", shards(2));
     parse(&text).validate().expect("valid");
 }
+
+#[test]
+fn the_sample_shards_users_by_id_and_pitches_by_user_id() {
+    let config = Config::from_toml(include_str!("../../../config/shards.toml")).expect("parses");
+    config.validate().expect("valid");
+    let rules = config.sharding_rules();
+    for (table, column) in [("users", "id"), ("pitches", "user_id")] {
+        let rule = rules.sharded(table).expect("sharded");
+        assert_eq!(
+            (rule.column.as_str(), rule.key_type),
+            (column, KeyType::BigInt)
+        );
+    }
+}
