@@ -50,7 +50,10 @@ enum Command {
         /// Port for the proxy.
         #[arg(long, default_value_t = 6432)]
         port: u16,
-        /// Streaming replicas of the demo primary; reads are routed to them.
+        /// Start this many shard primaries with a sample schema (users, pitches) sharded across them.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        shards: Option<u32>,
+        /// Streaming replicas of each primary; reads are routed to them.
         #[arg(long, default_value_t = 0)]
         replicas: usize,
     },
@@ -68,8 +71,17 @@ fn main() -> ExitCode {
             Ok(loaded) => runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded))),
             Err(e) => Err(e.into()),
         },
-        Command::Demo { port, replicas } => {
-            runtime(0).and_then(|rt| rt.block_on(demo(port, replicas)))
+        Command::Demo {
+            port,
+            shards,
+            replicas,
+        } => {
+            let options = pgscale::demo::DemoOptions {
+                port,
+                shards: shards.map(|n| n as usize),
+                replicas,
+            };
+            runtime(0).and_then(|rt| rt.block_on(demo(options)))
         }
     };
     match result {
@@ -183,8 +195,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(port: u16, replicas: usize) -> anyhow::Result<()> {
-    let demo = pgscale::demo::start(port, replicas).await?;
+async fn demo(options: pgscale::demo::DemoOptions) -> anyhow::Result<()> {
+    let demo = pgscale::demo::start(options).await?;
     for line in &demo.lines {
         println!("{line}");
     }
