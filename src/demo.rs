@@ -1,149 +1,239 @@
-//! `pgscale demo`: a local Postgres started from the machine's binaries with the proxy in front of it,
-//! so a newcomer can point psql or pgbench at pgscale in one command.
+//! `pgscale demo`: local Postgres servers started from the machine's binaries with the proxy in front
+//! of them, so a newcomer can point psql or pgbench at pgscale in one command. With `--shards N`, N
+//! shard primaries with a sample schema sharded across them.
+//!
+//! The demo writes the config its proxy runs with to a file and loads it from there, so what it
+//! prints as `CONFIG=` is exactly what runs and can be fed to `pgscale check` or `pgscale shard-of`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{
-    AuthMethod, Config, ListenConfig, PoolConfig, PoolMode, ShardConfig, UserConfig,
-};
+use crate::config::{Config, LoadError};
 use crate::listener::{self, ListenError, RunningProxy};
-use crate::local_cluster::{ClusterError, ClusterOptions, LocalPostgres};
+use crate::local_cluster::{start_shards, ClusterError, ClusterOptions, LocalPostgres, LocalShard};
 
 /// The demo's application login (also its database).
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app";
 const SUPERUSER_PASSWORD: &str = "postgres";
 
+/// The sample schema a sharded demo creates on every shard (in database `app`, owned by `app`).
+pub const SAMPLE_SCHEMA: &str = "\
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text, \
+created_at timestamptz DEFAULT now());
+CREATE TABLE pitches (id bigint, user_id bigint NOT NULL, title text NOT NULL, \
+amount numeric(12,2), created_at timestamptz DEFAULT now(), PRIMARY KEY (user_id, id));
+";
+
+/// How [`SAMPLE_SCHEMA`] is sharded: users by id, and pitches by their user, so a user's pitches
+/// live with the user.
+pub const SAMPLE_SHARDING: &str = r#"[sharding]
+key_type = "bigint"
+
+[[sharding.tables]]
+name = "users"
+column = "id"
+
+[[sharding.tables]]
+name = "pitches"
+column = "user_id"
+"#;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("starting Postgres failed: {0}")]
     Cluster(#[from] ClusterError),
+    #[error("writing the demo's config failed: {0}")]
+    WriteConfig(#[source] std::io::Error),
+    #[error("the demo's config does not load: {0}")]
+    Config(#[from] LoadError),
     #[error("starting the proxy failed: {0}")]
     Listen(#[from] ListenError),
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
+/// What to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// The proxy's port.
+    pub port: u16,
+    /// `Some(n)`: n shards with [`SAMPLE_SCHEMA`] sharded by [`SAMPLE_SHARDING`]. `None`: one
+    /// unsharded server, as before sharding existed.
+    pub shards: Option<usize>,
+    /// Streaming replicas per shard; reads are routed to them.
+    pub replicas: usize,
+}
+
 /// The demo's servers and proxy; dropping the servers stops them.
 pub struct Demo {
     pub proxy: RunningProxy,
     pub servers: Vec<Arc<std::sync::Mutex<LocalPostgres>>>,
+    /// The config the proxy runs with.
+    pub config_path: PathBuf,
+    /// The lines to print: `DATABASE_URL=`, `CONFIG=`, `BACKEND <shard> <role> <url>`, commands.
     pub lines: Vec<String>,
+    /// Holds the config file; deleted by [`Demo::stop`].
+    dir: PathBuf,
 }
 
-/// Starts Postgres and `replicas` streaming replicas of it, creates the `app` role and database, and
-/// starts the proxy on `port` (reads go to the replicas).
-pub async fn start(port: u16, replicas: usize) -> Result<Demo, DemoError> {
-    let (primary, replica_servers) = tokio::task::spawn_blocking(
-        move || -> Result<(LocalPostgres, Vec<LocalPostgres>), ClusterError> {
-            let options = ClusterOptions {
-                superuser_password: SUPERUSER_PASSWORD.to_string(),
-                ..ClusterOptions::default()
-            };
-            let pg = LocalPostgres::start(&options)?;
-            pg.psql(&format!(
-                "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'; CREATE DATABASE {APP_USER} OWNER {APP_USER};"
-            ))?;
-            let replicas = (0..replicas)
-                .map(|_| LocalPostgres::start_replica_of(&pg))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((pg, replicas))
-        },
-    )
+/// Starts the servers (creating the `app` role and database, and with `shards` the sample schema,
+/// on every primary), writes their config and starts the proxy from it.
+pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
+    let sharded = options.shards.is_some();
+    let count = options.shards.unwrap_or(1).max(1);
+    let replicas = options.replicas;
+    let shards = tokio::task::spawn_blocking(move || {
+        let cluster = ClusterOptions {
+            superuser_password: SUPERUSER_PASSWORD.to_string(),
+            ..ClusterOptions::default()
+        };
+        start_shards(count, replicas, &cluster, |_, pg| prepare(pg, sharded))
+    })
     .await??;
 
-    let backend = format!("postgres://{}:{}", primary.host(), primary.port());
-    let replica_urls = replica_servers
-        .iter()
-        .map(|r| format!("postgres://{}:{}", r.host(), r.port()).into())
-        .collect();
-    let config = Config {
-        listen: ListenConfig {
-            address: format!("127.0.0.1:{port}"),
-            ..ListenConfig::default()
-        },
-        pool: PoolConfig {
-            mode: PoolMode::Transaction,
-            pool_size: 20,
-            ..PoolConfig::default()
-        },
-        routing: Default::default(),
-        health: Default::default(),
-        users: vec![
-            user(APP_USER, APP_PASSWORD),
-            user("postgres", SUPERUSER_PASSWORD),
-        ],
-        shards: vec![ShardConfig {
-            primary: backend,
-            replicas: replica_urls,
-        }],
+    let dir = std::env::temp_dir().join(format!(
+        "pgscale-demo-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let config_path = dir.join("pgscale.toml");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&config_path, config_toml(options.port, &shards, sharded)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(DemoError::WriteConfig(e));
+    }
+    let started = match Config::load(&config_path) {
+        Ok(config) => listener::start(config).await.map_err(DemoError::from),
+        Err(e) => Err(e.into()),
     };
-    let proxy = listener::start(config).await?;
-    let addr = proxy.local_addr;
-    let url = format!("postgres://{APP_USER}:{APP_PASSWORD}@{addr}/{APP_USER}");
+    let proxy = match started {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+
+    let lines = lines(&proxy, &shards, &config_path, sharded);
+    let servers = shards
+        .into_iter()
+        .flat_map(|shard| std::iter::once(shard.primary).chain(shard.replicas))
+        .map(|pg| Arc::new(std::sync::Mutex::new(pg)))
+        .collect();
+    Ok(Demo {
+        proxy,
+        servers,
+        config_path,
+        lines,
+        dir,
+    })
+}
+
+/// The `app` role and database, and in a sharded demo the sample schema, on one shard's primary.
+fn prepare(pg: &LocalPostgres, sharded: bool) -> Result<(), ClusterError> {
+    pg.psql(&format!(
+        "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'; CREATE DATABASE {APP_USER} OWNER {APP_USER};"
+    ))?;
+    if sharded {
+        pg.psql_as(APP_USER, APP_PASSWORD, APP_USER, SAMPLE_SCHEMA)?;
+    }
+    Ok(())
+}
+
+/// The demo's config file: listener, users, the shards by name, and the sample sharding.
+fn config_toml(port: u16, shards: &[LocalShard], sharded: bool) -> String {
+    let url = |pg: &LocalPostgres| quoted(&format!("postgres://{}:{}", pg.host(), pg.port()));
+    let mut text = format!(
+        "# Written by `pgscale demo`, which runs its proxy from it. Try:\n\
+         #   pgscale check --config <this file>\n\
+         #   pgscale shard-of --config <this file> 42\n\
+         [listen]\naddress = {}\n\n[pool]\nmode = \"transaction\"\npool_size = 20\n\n\
+         [[users]]\nname = {}\npassword = {}\n\n[[users]]\nname = \"postgres\"\npassword = {}\n\n",
+        quoted(&format!("127.0.0.1:{port}")),
+        quoted(APP_USER),
+        quoted(APP_PASSWORD),
+        quoted(SUPERUSER_PASSWORD),
+    );
+    if sharded {
+        text.push_str(SAMPLE_SHARDING);
+        text.push('\n');
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        let replicas: Vec<String> = shard.replicas.iter().map(url).collect();
+        text.push_str(&format!(
+            "[[shards]]\nname = \"shard{i}\"\nprimary = {}\nreplicas = [{}]\n\n",
+            url(&shard.primary),
+            replicas.join(", ")
+        ));
+    }
+    text
+}
+
+/// A TOML basic string holding `s`, escaped.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// What the demo prints: where to connect, its config, every server, and commands to paste.
+fn lines(proxy: &RunningProxy, shards: &[LocalShard], config: &Path, sharded: bool) -> Vec<String> {
+    let url = format!(
+        "postgres://{APP_USER}:{APP_PASSWORD}@{}/{APP_USER}",
+        proxy.local_addr
+    );
+    let backend = |i: usize, role: &str, pg: &LocalPostgres| {
+        format!(
+            "BACKEND {i} {role} postgres://postgres:{SUPERUSER_PASSWORD}@{}:{}/postgres",
+            pg.host(),
+            pg.port()
+        )
+    };
     let mut lines = vec![
         format!("DATABASE_URL={url}"),
-        format!(
-            "BACKEND 0 primary postgres://postgres:{SUPERUSER_PASSWORD}@{}:{}/postgres",
-            primary.host(),
-            primary.port()
-        ),
+        format!("CONFIG={}", config.display()),
     ];
-    for replica in &replica_servers {
-        lines.push(format!(
-            "BACKEND 0 replica postgres://postgres:{SUPERUSER_PASSWORD}@{}:{}/postgres",
-            replica.host(),
-            replica.port()
-        ));
+    for (i, shard) in shards.iter().enumerate() {
+        lines.push(backend(i, "primary", &shard.primary));
+        lines.extend(shard.replicas.iter().map(|r| backend(i, "replica", r)));
     }
     lines.extend([
         format!("psql \"{url}\""),
         format!("pgbench -i -s 10 \"{url}\""),
         format!("pgbench -c 50 -j 2 -T 20 -M prepared \"{url}\""),
     ]);
-    if !replica_servers.is_empty() {
+    if shards.iter().any(|s| !s.replicas.is_empty()) {
         lines.push(format!(
             "psql \"{url}\" -c 'select pg_is_in_recovery(), inet_server_port()'   # reads run on a replica"
         ));
     }
-    let mut servers = vec![Arc::new(std::sync::Mutex::new(primary))];
-    servers.extend(
-        replica_servers
-            .into_iter()
-            .map(|r| Arc::new(std::sync::Mutex::new(r))),
-    );
-    Ok(Demo {
-        proxy,
-        servers,
-        lines,
-    })
-}
-
-fn user(name: &str, password: &str) -> UserConfig {
-    UserConfig {
-        name: name.to_string(),
-        password: Some(password.to_string()),
-        scram_secret: None,
-        auth: AuthMethod::ScramSha256,
-        server_user: None,
-        server_password: None,
-        pool_size: None,
+    if sharded {
+        lines.push(format!(
+            "pgscale shard-of --config {} 42   # the shard holding users.id = 42 and that user's pitches",
+            config.display()
+        ));
     }
+    lines
 }
 
 impl Demo {
-    /// Stops the proxy, then every server.
+    /// Stops the proxy, then every server, and deletes the config file.
     pub async fn stop(self) {
         self.proxy.shutdown().await;
         let servers = self.servers;
+        let dir = self.dir;
         let _ = tokio::task::spawn_blocking(move || {
-            // Replicas first, so they do not spend their last moments reconnecting to a stopped primary.
+            // Replicas before their primary (they follow it in the list), so they do not spend their
+            // last moments reconnecting to a stopped primary.
             for server in servers.into_iter().rev() {
                 if let Ok(mut pg) = server.lock() {
                     if let Err(e) = pg.stop() {
                         tracing::warn!(error = %e, "stopping demo Postgres failed");
                     }
                 }
+            }
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "deleting the demo's config failed");
             }
         })
         .await;

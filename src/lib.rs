@@ -12,6 +12,7 @@
 //!   which statements change session state.
 //! - [`sharding`]: the consistent-hash ring (xxh3 + virtual nodes) and shard keys' canonical
 //!   encoding; a pure function users can reproduce.
+//! - [`shard_of`]: `pgscale shard-of`, a key's shard computed from a config.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
@@ -28,4 +29,5 @@ pub mod pool;
 pub mod protocol;
 pub mod router;
 pub mod session;
+pub mod shard_of;
 pub mod sharding;

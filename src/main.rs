@@ -1,4 +1,4 @@
-//! The `pgscale` command line: serve, check, demo.
+//! The `pgscale` command line: serve, check, demo, shard-of.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,12 +33,27 @@ enum Command {
         #[arg(long, default_value = "config/shards.toml")]
         config: PathBuf,
     },
+    /// Print the shard owning a key: `NAME (index I, postgres://HOST:PORT) hash=0x…` (exit 2 for a
+    /// bad key or table).
+    ShardOf {
+        #[arg(long, default_value = "config/shards.toml")]
+        config: PathBuf,
+        /// The sharded table the key belongs to, for its key type (default: `sharding.key_type`).
+        #[arg(long)]
+        table: Option<String>,
+        /// The key as text, e.g. `42` or a uuid.
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+    },
     /// Start a local Postgres and the proxy in front of it; Ctrl-C stops both.
     Demo {
         /// Port for the proxy.
         #[arg(long, default_value_t = 6432)]
         port: u16,
-        /// Streaming replicas of the demo primary; reads are routed to them.
+        /// Start this many shard primaries with a sample schema (users, pitches) sharded across them.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        shards: Option<u32>,
+        /// Streaming replicas of each primary; reads are routed to them.
         #[arg(long, default_value_t = 0)]
         replicas: usize,
     },
@@ -49,12 +64,24 @@ fn main() -> ExitCode {
     init_logging(cli.log_json);
     let result = match cli.command {
         Command::Check { config } => return check(&config),
+        Command::ShardOf { config, table, key } => {
+            return shard_of(&config, table.as_deref(), &key)
+        }
         Command::Serve { config } => match Config::load(&config) {
             Ok(loaded) => runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded))),
             Err(e) => Err(e.into()),
         },
-        Command::Demo { port, replicas } => {
-            runtime(0).and_then(|rt| rt.block_on(demo(port, replicas)))
+        Command::Demo {
+            port,
+            shards,
+            replicas,
+        } => {
+            let options = pgscale::demo::DemoOptions {
+                port,
+                shards: shards.map(|n| n as usize),
+                replicas,
+            };
+            runtime(0).and_then(|rt| rt.block_on(demo(options)))
         }
     };
     match result {
@@ -96,8 +123,9 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// `pgscale check`: exit 2 with every problem when the config is invalid.
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    match load_or_report(path) {
         Ok(config) => {
             let replicas: usize = config.shards.iter().map(|s| s.replicas.len()).sum();
             println!(
@@ -110,18 +138,52 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.listen.address,
                 if config.routing.read_write_split && replicas > 0 { "on" } else { "off" }
             );
+            println!(
+                "sharding: {} sharded table(s), {} reference table(s) over {} shard(s) ({}); unsharded tables on {}",
+                config.sharding.tables.len(),
+                config.sharding.reference_tables.len(),
+                config.shards.len(),
+                config.shard_names().join(", "),
+                config.shard_names().get(config.default_shard_index()).map_or("?", String::as_str),
+            );
             ExitCode::SUCCESS
         }
+        Err(code) => code,
+    }
+}
+
+/// `pgscale shard-of`: the owner of one key, or exit 2.
+fn shard_of(path: &std::path::Path, table: Option<&str>, key: &str) -> ExitCode {
+    let config = match load_or_report(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match pgscale::shard_of::shard_of(&config, table, key) {
+        Ok(found) => {
+            println!("{found}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgscale: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a config, printing every problem and giving exit status 2 when it cannot.
+fn load_or_report(path: &std::path::Path) -> Result<Config, ExitCode> {
+    match Config::load(path) {
+        Ok(config) => Ok(config),
         Err(LoadError::Invalid { path, source }) => {
             eprintln!("{path}: {} problem(s):", source.problems.len());
             for problem in &source.problems {
                 eprintln!("  {problem}");
             }
-            ExitCode::from(2)
+            Err(ExitCode::from(2))
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(2)
+            Err(ExitCode::from(2))
         }
     }
 }
@@ -133,8 +195,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(port: u16, replicas: usize) -> anyhow::Result<()> {
-    let demo = pgscale::demo::start(port, replicas).await?;
+async fn demo(options: pgscale::demo::DemoOptions) -> anyhow::Result<()> {
+    let demo = pgscale::demo::start(options).await?;
     for line in &demo.lines {
         println!("{line}");
     }

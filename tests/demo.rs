@@ -1,43 +1,85 @@
 //! `pgscale demo` as a newcomer runs it: it prints the URLs, serves psql, and leaves nothing running
-//! after SIGTERM.
+//! after SIGTERM; `--shards N` starts N primaries with the sample schema and a config to match.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-#[test]
-fn demo_prints_urls_serves_queries_and_cleans_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+use pgscale::config::Config;
+use pgscale::sharding::{KeyType, ShardKey};
+
+/// Starts `pgscale demo ARGS` and returns it with the lines it printed before saying it runs.
+fn start_demo(args: &[&str]) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pgscale"))
-        .args(["demo", "--replicas", "1", "--port", &port.to_string()])
+        .arg("demo")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start demo");
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut database_url = None;
-    let mut backends = Vec::new();
-    for line in lines.by_ref() {
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
-        if let Some(url) = line.strip_prefix("DATABASE_URL=") {
-            database_url = Some(url.to_string());
-        }
-        if let Some(rest) = line.strip_prefix("BACKEND ") {
-            backends.push(rest.to_string());
-        }
-        if line.contains("is running") {
+        let running = line.contains("is running");
+        lines.push(line);
+        if running {
             break;
         }
     }
-    let url = database_url.expect("DATABASE_URL line");
+    (child, lines)
+}
+
+/// SIGTERM, then waits up to 30 s for the demo to exit.
+fn stop_demo(mut child: Child) {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let mut waited = 0;
+    while child.try_wait().expect("wait").is_none() {
+        assert!(waited < 300, "demo did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+}
+
+/// The values of lines `PREFIX…`, prefix removed.
+fn values<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn psql(url: &str, sql: &str) -> std::process::Output {
+    Command::new(common::pg_tool("psql"))
+        .arg(url)
+        .args(["-X", "-A", "-t", "-c", sql])
+        .output()
+        .expect("psql")
+}
+
+#[test]
+fn demo_prints_urls_serves_queries_and_cleans_up() {
+    let port = free_port();
+    let (child, lines) = start_demo(&["--replicas", "1", "--port", &port.to_string()]);
+    let url = values(&lines, "DATABASE_URL=")
+        .first()
+        .expect("DATABASE_URL line")
+        .to_string();
     assert!(url.contains(&format!(":{port}/")), "{url}");
+    let backends = values(&lines, "BACKEND ");
     assert_eq!(backends.len(), 2, "{backends:?}");
     assert!(
         backends[0].starts_with("0 primary postgres://"),
@@ -55,11 +97,7 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
         .to_string();
     let backend_url = backends[0].trim_start_matches("0 primary ").to_string();
 
-    let out = Command::new(common::pg_tool("psql"))
-        .arg(&url)
-        .args(["-X", "-A", "-t", "-c", "select current_user"])
-        .output()
-        .expect("psql");
+    let out = psql(&url, "select current_user");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "app",
@@ -70,17 +108,7 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
     // Reads go to the replica (once its first health poll is in).
     let mut on_replica = false;
     for _ in 0..50 {
-        let out = Command::new(common::pg_tool("psql"))
-            .arg(&url)
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-c",
-                "select pg_is_in_recovery(), inet_server_port()",
-            ])
-            .output()
-            .expect("psql");
+        let out = psql(&url, "select pg_is_in_recovery(), inet_server_port()");
         if String::from_utf8_lossy(&out.stdout).trim() == format!("t|{replica_port}") {
             on_replica = true;
             break;
@@ -89,20 +117,70 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
     }
     assert!(on_replica, "a read through the demo runs on its replica");
 
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let mut waited = 0;
-    while child.try_wait().expect("wait").is_none() {
-        assert!(waited < 300, "demo did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-        waited += 1;
-    }
-    let after = Command::new(common::pg_tool("psql"))
-        .arg(&backend_url)
-        .args(["-X", "-c", "select 1"])
-        .output()
-        .expect("psql");
+    stop_demo(child);
+    let after = psql(&backend_url, "select 1");
     assert!(!after.status.success(), "the demo's Postgres is stopped");
+}
+
+#[test]
+fn demo_with_shards_writes_a_sharded_config_and_the_schema_on_every_shard() {
+    let (child, lines) = start_demo(&["--shards", "3", "--port", &free_port().to_string()]);
+    let config_path = values(&lines, "CONFIG=")
+        .first()
+        .expect("CONFIG line")
+        .to_string();
+    let config = Config::load(config_path.as_ref()).expect("the demo's config loads");
+    assert_eq!(config.shards.len(), 3);
+    let rules = config.sharding_rules();
+    for (table, column) in [("users", "id"), ("pitches", "user_id")] {
+        assert_eq!(
+            rules.sharded(table).map(|t| t.column.as_str()),
+            Some(column),
+            "{table}"
+        );
+    }
+
+    let backends = values(&lines, "BACKEND ");
+    assert_eq!(backends.len(), 3, "{backends:?}");
+    for (i, backend) in backends.iter().enumerate() {
+        let url = backend
+            .strip_prefix(&format!("{i} primary "))
+            .unwrap_or_else(|| panic!("BACKEND {i} primary …: {backends:?}"));
+        let app_db = format!("{}/app", url.trim_end_matches("/postgres"));
+        let out = psql(
+            &app_db,
+            "select count(*) from users join pitches on pitches.user_id = users.id",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0",
+            "shard {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgscale"))
+        .args(["shard-of", "--config", &config_path, "42"])
+        .output()
+        .expect("shard-of");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ring = config.ring().expect("ring");
+    let key = ShardKey::from_text(KeyType::BigInt, b"42").expect("key");
+    let owner = &ring.shards()[ring.shard_of(&key)];
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.split_whitespace().next(),
+        Some(owner.as_str()),
+        "{stdout}"
+    );
+
+    stop_demo(child);
+    assert!(
+        !std::path::Path::new(&config_path).exists(),
+        "the demo deletes its config on exit"
+    );
 }

@@ -4,6 +4,7 @@
 //! `pgscale check` can print every problem at once instead of stopping at the first.
 
 mod routing;
+mod sharding;
 mod validate;
 
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use routing::{Consistency, HealthConfig, NoReplica, ReplicaConfig, RoutingConfig};
+pub(crate) use sharding::table_match_name;
+pub use sharding::{KeyTypeName, ShardedTableConfig, ShardingConfig};
 pub use validate::{Problem, ValidationError};
 
 /// Everything pgscale reads from its config file.
@@ -27,6 +30,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub sharding: ShardingConfig,
     #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
@@ -170,6 +175,10 @@ impl UserConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
+    /// The shard's name, from which its ring points are computed: the name, not the position in the
+    /// list, decides which keys the shard owns. Default `shard{index}`, which is only stable while no
+    /// shard is inserted before it: name shards explicitly before adding or removing any.
+    pub name: Option<String>,
     /// `postgres://host:port` (any user, password or database in the URL are ignored).
     pub primary: String,
     #[serde(default)]

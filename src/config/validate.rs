@@ -137,6 +137,7 @@ impl Config {
         }
 
         self.validate_routing(&mut add);
+        self.validate_sharding(&mut add);
 
         if problems.is_empty() {
             Ok(())

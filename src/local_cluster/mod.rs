@@ -9,12 +9,14 @@
 mod faults;
 mod os;
 mod setup;
+mod shards;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use os::{as_server_user, Watchdog};
+pub use shards::{start_shards, LocalShard};
 
 /// Parallel test processes can take the port we picked before our server binds it; try a few ports.
 const START_ATTEMPTS: usize = 5;

@@ -11,18 +11,24 @@ use pgscale::config::{
     AuthMethod, Config, ListenConfig, PoolConfig, PoolMode, ShardConfig, UserConfig,
 };
 use pgscale::listener::{self, RunningProxy};
-use pgscale::local_cluster::{ClusterOptions, LocalPostgres, PgBinaries};
+use pgscale::local_cluster::{
+    start_shards, ClusterError, ClusterOptions, LocalPostgres, LocalShard, PgBinaries,
+};
 use tokio_postgres::{Client, NoTls};
 
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app-secret";
 pub const SUPERUSER_PASSWORD: &str = "postgres";
 
-/// A Postgres server with an `app` role and database (optionally with streaming replicas), and pgscale
-/// in front of it.
+/// A Postgres server with an `app` role and database (optionally with streaming replicas, optionally
+/// more shards like it), and pgscale in front of it.
 pub struct Env {
+    /// Shard 0's primary.
     pub pg: LocalPostgres,
+    /// Shard 0's replicas.
     pub replicas: Vec<LocalPostgres>,
+    /// Shards 1.. of a sharded env (shard 0 is `pg` and `replicas`, so unsharded tests see no change).
+    pub other_shards: Vec<LocalShard>,
     pub proxy: Option<RunningProxy>,
     pub port: u16,
 }
@@ -80,14 +86,15 @@ fn guard_against_hangs() {
     });
 }
 
-/// Starts Postgres (roles `app`, `md5user`, `trustuser`; database `app`) — blocking.
-pub fn start_postgres() -> LocalPostgres {
-    guard_against_hangs();
-    let options = ClusterOptions {
+fn cluster_options() -> ClusterOptions {
+    ClusterOptions {
         superuser_password: SUPERUSER_PASSWORD.to_string(),
         ..ClusterOptions::default()
-    };
-    let pg = LocalPostgres::start(&options).expect("start postgres");
+    }
+}
+
+/// Creates the roles `app`, `md5user`, `trustuser` and the database `app` on a fresh server.
+fn create_test_roles(pg: &LocalPostgres) -> Result<String, ClusterError> {
     pg.psql(&format!(
         "CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}';\
          CREATE ROLE md5user LOGIN PASSWORD 'md5-secret';\
@@ -95,8 +102,28 @@ pub fn start_postgres() -> LocalPostgres {
          CREATE DATABASE {APP_USER} OWNER {APP_USER};\
          GRANT ALL ON DATABASE {APP_USER} TO md5user, trustuser;"
     ))
-    .expect("create roles");
+}
+
+/// Starts Postgres (roles `app`, `md5user`, `trustuser`; database `app`) — blocking.
+pub fn start_postgres() -> LocalPostgres {
+    guard_against_hangs();
+    let pg = LocalPostgres::start(&cluster_options()).expect("start postgres");
+    create_test_roles(&pg).expect("create roles");
     pg
+}
+
+/// Starts `shards` shards like [`start_postgres`], each with `replicas` streaming replicas, in
+/// parallel — blocking.
+pub fn start_shard_servers(shards: usize, replicas: usize) -> Vec<LocalShard> {
+    guard_against_hangs();
+    start_shards(shards, replicas, &cluster_options(), |_, pg| {
+        create_test_roles(pg).map(drop)
+    })
+    .expect("start shards")
+}
+
+fn backend_url(pg: &LocalPostgres) -> String {
+    format!("postgres://{}:{}", pg.host(), pg.port())
 }
 
 /// A config for `pg` with the proxy on a free port; tweak it before [`Env::start_with`].
@@ -123,9 +150,11 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             timeout_ms: 5_000,
             ..Default::default()
         },
+        sharding: Default::default(),
         users: test_users(),
         shards: vec![ShardConfig {
-            primary: format!("postgres://{}:{}", pg.host(), pg.port()),
+            name: None,
+            primary: backend_url(pg),
             replicas: Vec::new(),
         }],
     }
@@ -161,19 +190,102 @@ impl Env {
         .await
         .expect("join");
         let mut config = config_for(&pg, mode, pool_size);
-        config.shards[0].replicas = replicas
-            .iter()
-            .map(|r| format!("postgres://{}:{}", r.host(), r.port()).into())
+        config.shards[0].replicas = replicas.iter().map(|r| backend_url(r).into()).collect();
+        tweak(&mut config);
+        Env::start_proxy(config, pg, replicas, Vec::new()).await
+    }
+
+    /// `n_shards` shards (named `shard0`, `shard1`, …), each a primary with `replicas_per_shard`
+    /// streaming replicas, and the proxy in transaction mode with `sharding_toml` (a `[sharding]`
+    /// section, e.g. `pgscale::demo::SAMPLE_SHARDING`) as its sharding config. `tweak` may change
+    /// the rest of the config. Tables are not created: see [`Env::exec_on_all_shards`].
+    pub async fn start_with_shards(
+        n_shards: usize,
+        replicas_per_shard: usize,
+        sharding_toml: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Env {
+        assert!(n_shards > 0, "a sharded env needs at least one shard");
+        let sharding = Config::from_toml(sharding_toml)
+            .expect("the sharding snippet parses")
+            .sharding;
+        let mut shards =
+            tokio::task::spawn_blocking(move || start_shard_servers(n_shards, replicas_per_shard))
+                .await
+                .expect("join");
+        let first = shards.remove(0);
+        let mut config = config_for(&first.primary, PoolMode::Transaction, 10);
+        config.sharding = sharding;
+        config.shards = std::iter::once(&first)
+            .chain(&shards)
+            .enumerate()
+            .map(|(i, shard)| ShardConfig {
+                name: Some(format!("shard{i}")),
+                primary: backend_url(&shard.primary),
+                replicas: shard
+                    .replicas
+                    .iter()
+                    .map(|r| backend_url(r).into())
+                    .collect(),
+            })
             .collect();
         tweak(&mut config);
+        Env::start_proxy(config, first.primary, first.replicas, shards).await
+    }
+
+    async fn start_proxy(
+        config: Config,
+        pg: LocalPostgres,
+        replicas: Vec<LocalPostgres>,
+        other_shards: Vec<LocalShard>,
+    ) -> Env {
         config.validate().expect("test config is valid");
         let proxy = listener::start(config).await.expect("start proxy");
         let port = proxy.local_addr.port();
         Env {
             pg,
             replicas,
+            other_shards,
             proxy: Some(proxy),
             port,
+        }
+    }
+
+    /// How many shards this env has (1 unless started with [`Env::start_with_shards`]).
+    pub fn shard_count(&self) -> usize {
+        1 + self.other_shards.len()
+    }
+
+    /// Shard `i`'s primary.
+    pub fn shard_primary(&self, i: usize) -> &LocalPostgres {
+        match i {
+            0 => &self.pg,
+            _ => match self.other_shards.get(i - 1) {
+                Some(shard) => &shard.primary,
+                None => panic!("shard {i} of {}", self.shard_count()),
+            },
+        }
+    }
+
+    /// Connects as superuser straight to shard `i`'s primary, database `app`.
+    pub async fn direct_to_shard(&self, i: usize) -> Client {
+        self.direct_to(self.shard_primary(i)).await
+    }
+
+    /// Runs `sql` on every shard's primary, straight (not through the proxy), as the `app` user so
+    /// the objects it creates are the app's, as if created through the proxy. Does not wait for
+    /// replicas to replay it.
+    pub async fn exec_on_all_shards(&self, sql: &str) {
+        for i in 0..self.shard_count() {
+            let client = connect(&format!(
+                "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname={APP_USER}",
+                self.shard_primary(i).port()
+            ))
+            .await;
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("shard {i}: {sql}: {e}"));
         }
     }
 
