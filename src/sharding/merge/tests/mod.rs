@@ -3,6 +3,7 @@
 
 mod aggregates;
 mod plan;
+mod property;
 mod rows;
 mod values;
 
