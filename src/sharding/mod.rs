@@ -15,6 +15,7 @@
 //! [`Ring::moved_ranges`], and swaps it in whole.
 
 mod key;
+pub mod merge;
 pub mod plan;
 mod ring;
 pub mod rules;
