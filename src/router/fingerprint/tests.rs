@@ -219,3 +219,51 @@ fn hints_do_not_change_the_fingerprint() {
         fingerprint("SELECT 1")
     );
 }
+
+/// `literal_spans` finds exactly the literals the fingerprint replaces, in order, as ranges that
+/// slice the text.
+#[test]
+fn literal_spans_are_the_fingerprint_placeholders() {
+    let mut texts: Vec<String> = [
+        "SELECT 'a''b', E'\\'x', $$y$$, $t$ $$ $t$, 1.5e3, .5, 0x1F, 1_000 FROM t WHERE a = -1",
+        "SELECT t.5, t .5, a[1] .5, (1) .5, \"q\".5, $1.5 FROM t",
+        "SELECT B'01', x'ff', N'n', U&'u' UESCAPE '!', e 'sep', 1for",
+        "SELECT 'é\nü' -- 'not' \n /* '1' /* 2 */ */ , 3",
+        "SELECT 'unterminated",
+        "SELECT $$unterminated",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let alphabet = [
+        "'", "\"", "$", "$a", "$1", "-", "/", "*", "e", "U&", "\\", "1", ".", " ", "é", ";", "x",
+        ")", "]", "\n",
+    ];
+    for a in alphabet {
+        for b in alphabet {
+            for c in alphabet {
+                texts.push(format!("{a}{b}{c}"));
+            }
+        }
+    }
+    for sql in &texts {
+        let spans = literal_spans(sql);
+        let placeholders = normalized(sql).iter().filter(|b| **b == LITERAL).count();
+        assert_eq!(spans.len(), placeholders, "{sql:?}: {spans:?}");
+        let mut end = 0;
+        for span in &spans {
+            assert!(
+                span.start >= end && span.start < span.end,
+                "{sql:?}: {spans:?}"
+            );
+            assert!(sql.get(span.clone()).is_some(), "{sql:?}: {span:?}");
+            end = span.end;
+        }
+    }
+    let sql = "SELECT 'a''b', E'\\'x', $t$ $$ $t$, 12, .5 FROM t WHERE a = -1 -- '9'";
+    let literals: Vec<&str> = literal_spans(sql).into_iter().map(|r| &sql[r]).collect();
+    assert_eq!(
+        literals,
+        ["'a''b'", "E'\\'x'", "$t$ $$ $t$", "12", ".5", "1"]
+    );
+}
