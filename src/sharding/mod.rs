@@ -18,15 +18,18 @@
 //! - [`extract`]: once per statement shape (a plan-cache miss), the [`ShardPlan`] of a parsed
 //!   statement under the [`Rules`]: which key values it is pinned to, by position ([`KeyRef`]), or
 //!   why it goes everywhere, or why it is refused.
+//! - [`resolve`]: per execution, the shards those positions name in this text and Bind message.
 
 pub mod extract;
 mod key;
 pub mod plan;
+pub mod resolve;
 mod ring;
 pub mod rules;
 
 pub use extract::shard_plan;
 pub use key::{KeyError, KeyType, ShardKey};
 pub use plan::{KeyRef, Keys, ShardPlan};
+pub use resolve::{resolve, resolve_insert_rows, BindParams, ResolveError, ShardSet};
 pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
 pub use rules::{Rules, ShardedTable};
