@@ -11,7 +11,7 @@ pub enum KeyRef {
     /// fingerprint's lexer finds them (numbers, quoted strings in any form, dollar quotes).
     Literal(u32),
     /// The n-th literal, negated: `-5` lexes as `-` and the literal `5` (the fingerprint keeps the
-    /// sign as an operator), so the sign lives in the plan. Only ever a number.
+    /// sign as an operator), so the sign lives in the plan. Only a number resolves.
     NegLiteral(u32),
     /// Bind parameter `$n` (1-based, as written).
     Param(u16),

@@ -82,10 +82,15 @@ pub(super) fn key_ref(expr: &Expr, key_type: KeyType, literals: &mut Literals) -
             }
         }
         Expr::UnaryOp { op, expr } => {
+            // Any literal, not only numbers: the plan must not depend on a literal's type, which
+            // the fingerprint does not keep (`-'5'` shares `-5`'s plan, and fails to resolve).
             let Expr::Value(value) = expr.as_ref() else {
                 return None;
             };
-            if !matches!(value.value, Value::Number(..)) {
+            if matches!(
+                value.value,
+                Value::Placeholder(_) | Value::Null | Value::Boolean(_)
+            ) {
                 return None;
             }
             let n = literals.index(value.span)?;
