@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the router's hot path: a plan-cache hit (fingerprint + lookup), a miss
-//! (sqlparser + classification), and the fingerprint alone.
+//! (sqlparser + classification, without and with a sharded table), and the fingerprint alone.
 //!
 //! `cargo bench --bench router -- --warm-up-time 1 --measurement-time 3`
 
@@ -7,6 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgscale::router::{classify, fingerprint, PlanCache};
+use pgscale::sharding::{KeyType, Rules, ShardedTable};
 
 /// pgbench's select-only statement with `aid` values cycling through `n` texts.
 fn pgbench_selects(n: usize) -> Vec<String> {
@@ -44,11 +45,27 @@ fn plan_cache(c: &mut Criterion) {
         })
     });
 
+    let none = Rules::default();
     c.bench_function("classify_select", |b| {
-        b.iter(|| black_box(classify(black_box(&texts[0]))))
+        b.iter(|| black_box(classify(black_box(&texts[0]), &none)))
     });
     c.bench_function("classify_tpcb_update", |b| {
-        b.iter(|| black_box(classify(black_box(TPCB_UPDATE))))
+        b.iter(|| black_box(classify(black_box(TPCB_UPDATE), &none)))
+    });
+    // The same statements with pgbench_accounts sharded by aid: what key extraction adds.
+    let sharded = Rules::new(
+        [ShardedTable {
+            table: "pgbench_accounts".into(),
+            column: "aid".into(),
+            key_type: KeyType::Integer,
+        }],
+        ["pgbench_branches".to_owned()],
+    );
+    c.bench_function("classify_select_sharded", |b| {
+        b.iter(|| black_box(classify(black_box(&texts[0]), &sharded)))
+    });
+    c.bench_function("classify_tpcb_update_sharded", |b| {
+        b.iter(|| black_box(classify(black_box(TPCB_UPDATE), &sharded)))
     });
 }
 

@@ -9,10 +9,15 @@ use quick_cache::sync::Cache;
 use super::classify::classify;
 use super::fingerprint::fingerprint;
 use super::plan::Plan;
+use crate::sharding::Rules;
 
 /// Plans by fingerprint, bounded, with hit/miss/unparsable counters. Shared by all sessions.
+///
+/// Plans hold their sharding plan under the cache's [`Rules`], so new rules (a config reload) come
+/// with a new cache.
 pub struct PlanCache {
     plans: Cache<u128, Arc<Plan>>,
+    rules: Arc<Rules>,
     hits: AtomicU64,
     misses: AtomicU64,
     unparsable: AtomicU64,
@@ -29,10 +34,16 @@ pub struct PlanCacheStats {
 }
 
 impl PlanCache {
-    /// A cache holding up to `capacity` plans (0 caches nothing).
+    /// A cache holding up to `capacity` plans (0 caches nothing), with no sharded table.
     pub fn new(capacity: usize) -> PlanCache {
+        PlanCache::with_rules(capacity, Arc::new(Rules::default()))
+    }
+
+    /// A cache holding up to `capacity` plans, planning shards under `rules`.
+    pub fn with_rules(capacity: usize, rules: Arc<Rules>) -> PlanCache {
         PlanCache {
             plans: Cache::new(capacity),
+            rules,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             unparsable: AtomicU64::new(0),
@@ -50,7 +61,7 @@ impl PlanCache {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                let plan = Arc::new(classify(sql));
+                let plan = Arc::new(classify(sql, &self.rules));
                 self.plans.insert(key, Arc::clone(&plan));
                 plan
             }
@@ -59,6 +70,11 @@ impl PlanCache {
             self.unparsable.fetch_add(1, Ordering::Relaxed);
         }
         plan
+    }
+
+    /// The rules plans are made under.
+    pub fn rules(&self) -> &Arc<Rules> {
+        &self.rules
     }
 
     pub fn stats(&self) -> PlanCacheStats {

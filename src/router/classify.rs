@@ -19,6 +19,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::plan::{Kind, Plan, StatementPlan, WriteReason};
+use crate::sharding::{shard_plan, Rules, ShardPlan};
 
 /// Parses `sql` with sqlparser's PostgreSqlDialect and classifies every statement. Empty text (or
 /// only `;` and comments) gives a plan with no statements.
@@ -27,12 +28,39 @@ use super::plan::{Kind, Plan, StatementPlan, WriteReason};
 /// are classified from their leading keywords (see `fallback`): a failure costs at most the failing
 /// statement, and Postgres syntax sqlparser lacks (`FOR NO KEY UPDATE`, `TABLE t`, `DEFERRABLE`, DO,
 /// VACUUM options …) still gets its proper kind. What is left is `Write(Unparsable)`.
-pub fn classify(sql: &str) -> Plan {
+///
+/// With sharded tables in `rules`, each statement also gets its [`ShardPlan`]; with none (the
+/// common case) that costs one branch.
+pub fn classify(sql: &str, rules: &Rules) -> Plan {
     let statements = match parse(sql) {
-        Some(parsed) => parsed.iter().map(classify_statement).collect(),
-        None => fallback::classify_pieces(sql),
+        Some(parsed) => parsed
+            .iter()
+            .map(|s| with_shard(classify_statement(s), s, sql, rules, 0))
+            .collect(),
+        None => fallback::classify_pieces(sql, rules),
     };
     Plan { statements }
+}
+
+/// `plan` with the statement's sharding plan, when `rules` shard anything. `sql` is the text the
+/// statement was parsed from, which holds its literals after `literals_before` others of the
+/// query string. Reading reference tables only may go to any shard, but not if the statement
+/// writes or locks: then it is for the default shard, like other writes of unsharded data.
+fn with_shard(
+    mut plan: StatementPlan,
+    statement: &Statement,
+    sql: &str,
+    rules: &Rules,
+    literals_before: u32,
+) -> StatementPlan {
+    if rules.is_empty() {
+        return plan;
+    }
+    plan.shard = match shard_plan(statement, sql, rules).shift_literals(literals_before) {
+        ShardPlan::ReferenceRead if plan.kind != Kind::Read => ShardPlan::Unsharded,
+        shard => shard,
+    };
+    plan
 }
 
 /// sqlparser's statements, or `None` if the text does not parse. A panic inside sqlparser is taken as
@@ -181,7 +209,7 @@ fn explain(analyze: bool, options: Option<&[UtilityOption]>, inner: &Statement) 
         Kind::Read => plan,
         _ => StatementPlan {
             kind: Kind::Write(WriteReason::ExplainAnalyze),
-            functions: plan.functions,
+            ..plan
         },
     }
 }
@@ -236,6 +264,7 @@ impl Scan {
         StatementPlan {
             kind,
             functions: self.functions.into_boxed_slice(),
+            shard: ShardPlan::Unsharded,
         }
     }
 
@@ -295,5 +324,7 @@ impl Visitor for Scan {
     }
 }
 
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod tests;

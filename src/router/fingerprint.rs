@@ -8,6 +8,7 @@
 //! Postgres 9.1).
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -32,7 +33,7 @@ pub fn fingerprint(sql: &str) -> u128 {
     BUFFER.with(|buffer| match buffer.try_borrow_mut() {
         Ok(mut buffer) => {
             buffer.clear();
-            normalize_into(sql.as_bytes(), &mut buffer);
+            normalize_into(sql.as_bytes(), &mut *buffer);
             let key = xxh3_128(&buffer);
             if buffer.capacity() > KEEP_BUFFER {
                 *buffer = Vec::with_capacity(1024);
@@ -47,8 +48,86 @@ pub fn fingerprint(sql: &str) -> u128 {
     })
 }
 
+/// Byte ranges of the literals of `sql`, in order: exactly the tokens [`fingerprint`] replaces by its
+/// placeholder (numbers without their sign, `'…'` strings with any `E`/`B`/`X`/`N`/`U&` prefix,
+/// dollar quotes), so that "the n-th literal" means the same text to a cached plan and to each
+/// execution of it. Same lexer as the fingerprint, separate output: `fingerprint` stays as it was.
+pub fn literal_spans(sql: &str) -> Vec<Range<usize>> {
+    let mut spans = LiteralSpans::default();
+    normalize_into(sql.as_bytes(), &mut spans);
+    spans.spans
+}
+
+/// Where the lexer's output goes: the normalized text for fingerprints, or only literal positions.
+/// Generic rather than dynamic so the fingerprint's copy is compiled exactly as before.
+trait Emit {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// An unquoted word, lowercased on the way out.
+    fn word(&mut self, word: &[u8]);
+    /// A literal token at `range` of the input.
+    fn literal(&mut self, range: Range<usize>);
+    /// The last byte emitted: spacing and the `t.5` rule depend on it.
+    fn last(&self) -> Option<u8>;
+}
+
+impl Emit for Vec<u8> {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b);
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+    #[inline]
+    fn word(&mut self, word: &[u8]) {
+        let at = self.len();
+        Vec::extend_from_slice(self, word);
+        self[at..].make_ascii_lowercase();
+    }
+    #[inline]
+    fn literal(&mut self, _range: Range<usize>) {
+        Vec::push(self, LITERAL);
+    }
+    #[inline]
+    fn last(&self) -> Option<u8> {
+        self.as_slice().last().copied()
+    }
+}
+
+/// Literal positions, plus the one byte of normalized output the lexer looks back at.
+#[derive(Default)]
+struct LiteralSpans {
+    spans: Vec<Range<usize>>,
+    last: Option<u8>,
+}
+
+impl Emit for LiteralSpans {
+    fn push(&mut self, b: u8) {
+        self.last = Some(b);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if let Some(b) = bytes.last() {
+            self.last = Some(*b);
+        }
+    }
+    fn word(&mut self, word: &[u8]) {
+        if let Some(b) = word.last() {
+            self.last = Some(b.to_ascii_lowercase());
+        }
+    }
+    fn literal(&mut self, range: Range<usize>) {
+        self.spans.push(range);
+        self.last = Some(LITERAL);
+    }
+    fn last(&self) -> Option<u8> {
+        self.last
+    }
+}
+
 /// Writes the normalized form of `sql` into `out`.
-fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
+fn normalize_into(sql: &[u8], out: &mut impl Emit) {
     let mut space = false;
     let mut i = 0;
     while i < sql.len() {
@@ -79,7 +158,7 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
         if space
             && !out
                 .last()
-                .is_none_or(|last| is_self_delimiting(*last) || is_self_delimiting(b))
+                .is_none_or(|last| is_self_delimiting(last) || is_self_delimiting(b))
         {
             out.push(b' ');
         }
@@ -87,7 +166,7 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
         match b {
             b'\'' => {
                 i = skip_quoted(sql, i, b'\'', false);
-                out.push(LITERAL);
+                out.literal(start..i);
             }
             b'"' => {
                 i = skip_quoted(sql, i, b'"', false);
@@ -95,7 +174,7 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
             }
             b'$' if opens_dollar_quote(sql, i) => {
                 i = skip_dollar_quote(sql, i);
-                out.push(LITERAL);
+                out.literal(start..i);
             }
             b'$' => {
                 // `$1` (a parameter, kept) or a stray `$`.
@@ -104,11 +183,11 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
             }
             b'0'..=b'9' => {
                 i = number_end(sql, i);
-                out.push(LITERAL);
+                out.literal(start..i);
             }
-            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) && !after_word(out) => {
+            b'.' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) && !after_word(out.last()) => {
                 i = number_end(sql, i);
-                out.push(LITERAL);
+                out.literal(start..i);
             }
             _ if is_word_start(b) => {
                 i = word_end(sql, i);
@@ -118,13 +197,9 @@ fn normalize_into(sql: &[u8], out: &mut Vec<u8>) {
                         // E'…' (backslash escapes), B'…', X'…', N'…', U&'…': a literal like any other.
                         let escapes = word.eq_ignore_ascii_case(b"e");
                         i = skip_quoted(sql, i + prefix_len, b'\'', escapes);
-                        out.push(LITERAL);
+                        out.literal(start..i);
                     }
-                    None => {
-                        let at = out.len();
-                        out.extend_from_slice(word);
-                        out[at..].make_ascii_lowercase();
-                    }
+                    None => out.word(word),
                 }
             }
             _ => {
@@ -167,9 +242,8 @@ fn word_end(sql: &[u8], mut i: usize) -> usize {
 
 /// Whether the output so far ends in a word or a closing bracket, so that a following `.` is a
 /// qualifier (`t.5` is not `t` then `.5`).
-fn after_word(out: &[u8]) -> bool {
-    out.last()
-        .is_some_and(|b| is_word_start(*b) || b.is_ascii_digit() || matches!(b, b'"' | b')' | b']'))
+fn after_word(last: Option<u8>) -> bool {
+    last.is_some_and(|b| is_word_start(b) || b.is_ascii_digit() || matches!(b, b'"' | b')' | b']'))
 }
 
 /// End of a numeric literal starting at `i`: digits and `_`, one fraction, an exponent, or a

@@ -6,6 +6,7 @@
 //! `default_transaction_read_only`) is decided here, in the fold, never in the cached plan.
 
 use super::functions::FunctionCatalog;
+use crate::sharding::ShardPlan;
 
 /// Routing hint from a leading comment: `/* pgscale: primary */`, `/* pgscale: replica */` (also
 /// `-- pgscale: replica`), case-insensitive, whitespace-tolerant.
@@ -72,6 +73,9 @@ pub struct StatementPlan {
     /// Every function called anywhere in the statement, as lowercase unqualified names (quoted
     /// identifiers keep their case), deduplicated, in order of appearance.
     pub functions: Box<[Box<str>]>,
+    /// Which shards it touches, as far as its text says ([`ShardPlan::Unsharded`] when no table
+    /// is sharded). Key values are positions, resolved per execution by `sharding::resolve`.
+    pub shard: ShardPlan,
 }
 
 impl StatementPlan {
@@ -80,6 +84,7 @@ impl StatementPlan {
         StatementPlan {
             kind,
             functions: Box::default(),
+            shard: ShardPlan::Unsharded,
         }
     }
 }

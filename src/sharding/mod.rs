@@ -13,15 +13,25 @@
 //!
 //! A ring is an immutable value: resharding builds a new one, lists what changes hands with
 //! [`Ring::moved_ranges`], and swaps it in whole.
+//!
+//! Routing by key happens in two steps, so that the expensive one is cached:
+//! - [`extract`]: once per statement shape (a plan-cache miss), the [`ShardPlan`] of a parsed
+//!   statement under the [`Rules`]: which key values it is pinned to, by position ([`KeyRef`]), or
+//!   why it goes everywhere, or why it is refused.
+//! - [`resolve`]: per execution, the shards those positions name in this text and Bind message.
 
+pub mod extract;
 mod key;
 pub mod merge;
 pub mod plan;
+pub mod resolve;
 mod ring;
 pub mod rules;
 pub mod unit;
 
+pub use extract::shard_plan;
 pub use key::{KeyError, KeyType, ShardKey};
 pub use plan::{KeyRef, Keys, ShardPlan};
+pub use resolve::{resolve, resolve_insert_rows, BindParams, ResolveError, ShardSet};
 pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
 pub use rules::{Rules, ShardedTable};

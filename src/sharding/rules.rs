@@ -57,6 +57,14 @@ impl Rules {
         self.reference.iter().any(|r| r == table)
     }
 
+    /// The reference table's name as the rules hold it, if `table` is one.
+    pub fn reference_name(&self, table: &str) -> Option<&str> {
+        self.reference
+            .iter()
+            .find(|r| *r == table)
+            .map(String::as_str)
+    }
+
     pub fn tables(&self) -> impl Iterator<Item = &ShardedTable> {
         self.tables.values()
     }

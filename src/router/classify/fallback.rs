@@ -3,35 +3,92 @@
 //! their leading keywords. Only keywords are looked at (quotes, comments and dollar quotes are
 //! skipped), so the result never depends on a literal value.
 
-use super::{classify_statement, parse};
-use crate::router::fingerprint::opens_dollar_quote;
+use super::{classify_statement, parse, with_shard};
+use crate::router::fingerprint::{literal_spans, opens_dollar_quote};
 use crate::router::plan::{Kind, StatementPlan, WriteReason};
 use crate::router::session_ops::{
     skip_block_comment, skip_dollar_quote, skip_quoted, split_statements,
 };
+use crate::sharding::extract::unparsable_plan;
+use crate::sharding::Rules;
 
 /// Plans for a text that did not parse as a whole.
-pub(super) fn classify_pieces(sql: &str) -> Box<[StatementPlan]> {
+pub(super) fn classify_pieces(sql: &str, rules: &Rules) -> Box<[StatementPlan]> {
     let pieces: Vec<&str> = split_statements(sql).collect();
     let mut plans = Vec::with_capacity(pieces.len().max(1));
+    let mut shard = Shard::new(sql, rules);
     if let [only] = pieces.as_slice() {
-        plans.push(piece_plan(only)); // the text itself: no point parsing it again
+        // The text itself: no point parsing it again.
+        plans.push(piece_plan(only, &mut shard));
     } else {
         for piece in pieces {
             match parse(piece) {
-                Some(parsed) => plans.extend(parsed.iter().map(classify_statement)),
-                None => plans.push(piece_plan(piece)),
+                Some(parsed) => {
+                    let before = shard.literals_before(piece);
+                    plans.extend(
+                        parsed
+                            .iter()
+                            .map(|s| with_shard(classify_statement(s), s, piece, rules, before)),
+                    );
+                }
+                None => plans.push(piece_plan(piece, &mut shard)),
             }
         }
     }
     if plans.is_empty() {
-        plans.push(StatementPlan::of(Kind::Write(WriteReason::Unparsable)));
+        let mut plan = StatementPlan::of(Kind::Write(WriteReason::Unparsable));
+        plan.shard = shard.unparsable(plan.kind);
+        plans.push(plan);
     }
     plans.into_boxed_slice()
 }
 
+/// What the sharding plans of pieces need: the rules, and where each piece's literals start among
+/// the whole text's (a piece is parsed on its own, so its literals count from 0).
+struct Shard<'a> {
+    sql: &'a str,
+    rules: &'a Rules,
+    literal_starts: Option<Vec<usize>>,
+}
+
+impl<'a> Shard<'a> {
+    fn new(sql: &'a str, rules: &'a Rules) -> Shard<'a> {
+        Shard {
+            sql,
+            rules,
+            literal_starts: None,
+        }
+    }
+
+    /// How many literals of the whole text come before `piece` (a slice of it).
+    fn literals_before(&mut self, piece: &str) -> u32 {
+        if self.rules.is_empty() {
+            return 0;
+        }
+        let at = (piece.as_ptr() as usize).wrapping_sub(self.sql.as_ptr() as usize);
+        let sql = self.sql;
+        let starts = self
+            .literal_starts
+            .get_or_insert_with(|| literal_spans(sql).into_iter().map(|r| r.start).collect());
+        u32::try_from(starts.partition_point(|start| *start < at)).unwrap_or(u32::MAX)
+    }
+
+    /// The sharding plan of a statement nobody could parse: fine only if it merely steers the
+    /// session or the transaction; function DDL goes to every shard.
+    fn unparsable(&self, kind: Kind) -> crate::sharding::ShardPlan {
+        if self.rules.is_empty() {
+            return crate::sharding::ShardPlan::Unsharded;
+        }
+        match kind {
+            Kind::Write(WriteReason::FunctionDdl) => crate::sharding::ShardPlan::Ddl,
+            Kind::Write(_) | Kind::Read => unparsable_plan(false),
+            _ => unparsable_plan(true),
+        }
+    }
+}
+
 /// One statement that does not parse.
-fn piece_plan(piece: &str) -> StatementPlan {
+fn piece_plan(piece: &str, shard: &mut Shard) -> StatementPlan {
     let words = code_words(piece);
     let word = |i: usize| words.get(i).map_or("", |&(start, end)| &piece[start..end]);
     let is = |i: usize, keyword: &str| word(i).eq_ignore_ascii_case(keyword);
@@ -39,14 +96,28 @@ fn piece_plan(piece: &str) -> StatementPlan {
     let (patched, locking) = patch(piece, &words, is(0, "table"));
     if let Some(patched) = patched {
         if let Some([statement]) = parse(&patched).as_deref() {
-            return classify_statement(statement);
+            // Patching cuts keywords only: the literals are the piece's, in order.
+            let before = shard.literals_before(piece);
+            let plan = classify_statement(statement);
+            return with_shard(plan, statement, &patched, shard.rules, before);
         }
     }
-    if locking {
-        return StatementPlan::of(Kind::Write(WriteReason::Locking));
+    let kind = piece_kind(piece, &words, locking);
+    StatementPlan {
+        shard: shard.unparsable(kind),
+        ..StatementPlan::of(kind)
     }
-    let read_only = || access_mode(&words, piece);
-    let kind = match word(0).to_ascii_lowercase().as_str() {
+}
+
+/// The kind of a statement that does not parse, from its leading keywords.
+fn piece_kind(piece: &str, words: &[(usize, usize)], locking: bool) -> Kind {
+    let word = |i: usize| words.get(i).map_or("", |&(start, end)| &piece[start..end]);
+    let is = |i: usize, keyword: &str| word(i).eq_ignore_ascii_case(keyword);
+    if locking {
+        return Kind::Write(WriteReason::Locking);
+    }
+    let read_only = || access_mode(words, piece);
+    match word(0).to_ascii_lowercase().as_str() {
         "begin" => Kind::Begin {
             read_only: read_only(),
         },
@@ -69,8 +140,7 @@ fn piece_plan(piece: &str) -> StatementPlan {
         | "security" | "import" | "reassign" | "load" | "create" | "alter" | "drop" | "grant"
         | "revoke" | "comment" | "truncate" => Kind::Write(WriteReason::Statement),
         _ => Kind::Write(WriteReason::Unparsable),
-    };
-    StatementPlan::of(kind)
+    }
 }
 
 /// CREATE [OR REPLACE] FUNCTION/PROCEDURE/AGGREGATE/EXTENSION, ALTER/DROP of those or of a ROUTINE.

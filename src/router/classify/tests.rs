@@ -5,6 +5,11 @@ use super::*;
 use crate::router::plan::Kind::{self, *};
 use crate::router::plan::WriteReason::*;
 
+/// Classification with no sharded table.
+fn classify(sql: &str) -> Plan {
+    super::classify(sql, &Rules::default())
+}
+
 /// The kinds of the statements of `sql`.
 fn kinds(sql: &str) -> Vec<Kind> {
     classify(sql).statements.iter().map(|s| s.kind).collect()

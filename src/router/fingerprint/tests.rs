@@ -2,8 +2,12 @@
 //! that can change a classification; never panicking. Hints in leading comments.
 
 use super::*;
-use crate::router::classify::classify;
 use crate::router::plan::{Kind, WriteReason};
+
+/// Classification with no sharded table.
+fn classify(sql: &str) -> crate::router::plan::Plan {
+    crate::router::classify::classify(sql, &crate::sharding::Rules::default())
+}
 
 fn normalized(sql: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -217,5 +221,53 @@ fn hints_do_not_change_the_fingerprint() {
     assert_eq!(
         fingerprint("/* pgscale: primary */ SELECT 1"),
         fingerprint("SELECT 1")
+    );
+}
+
+/// `literal_spans` finds exactly the literals the fingerprint replaces, in order, as ranges that
+/// slice the text.
+#[test]
+fn literal_spans_are_the_fingerprint_placeholders() {
+    let mut texts: Vec<String> = [
+        "SELECT 'a''b', E'\\'x', $$y$$, $t$ $$ $t$, 1.5e3, .5, 0x1F, 1_000 FROM t WHERE a = -1",
+        "SELECT t.5, t .5, a[1] .5, (1) .5, \"q\".5, $1.5 FROM t",
+        "SELECT B'01', x'ff', N'n', U&'u' UESCAPE '!', e 'sep', 1for",
+        "SELECT 'é\nü' -- 'not' \n /* '1' /* 2 */ */ , 3",
+        "SELECT 'unterminated",
+        "SELECT $$unterminated",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let alphabet = [
+        "'", "\"", "$", "$a", "$1", "-", "/", "*", "e", "U&", "\\", "1", ".", " ", "é", ";", "x",
+        ")", "]", "\n",
+    ];
+    for a in alphabet {
+        for b in alphabet {
+            for c in alphabet {
+                texts.push(format!("{a}{b}{c}"));
+            }
+        }
+    }
+    for sql in &texts {
+        let spans = literal_spans(sql);
+        let placeholders = normalized(sql).iter().filter(|b| **b == LITERAL).count();
+        assert_eq!(spans.len(), placeholders, "{sql:?}: {spans:?}");
+        let mut end = 0;
+        for span in &spans {
+            assert!(
+                span.start >= end && span.start < span.end,
+                "{sql:?}: {spans:?}"
+            );
+            assert!(sql.get(span.clone()).is_some(), "{sql:?}: {span:?}");
+            end = span.end;
+        }
+    }
+    let sql = "SELECT 'a''b', E'\\'x', $t$ $$ $t$, 12, .5 FROM t WHERE a = -1 -- '9'";
+    let literals: Vec<&str> = literal_spans(sql).into_iter().map(|r| &sql[r]).collect();
+    assert_eq!(
+        literals,
+        ["'a''b'", "E'\\'x'", "$t$ $$ $t$", "12", ".5", "1"]
     );
 }

@@ -2,8 +2,12 @@
 //! names.
 
 use super::*;
-use crate::router::classify::classify;
 use crate::router::plan::Kind;
+
+/// Classification with no sharded table.
+fn classify(sql: &str) -> crate::router::plan::Plan {
+    crate::router::classify::classify(sql, &crate::sharding::Rules::default())
+}
 
 #[test]
 fn builtins_configured_and_learned() {

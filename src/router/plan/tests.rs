@@ -2,7 +2,11 @@
 //! functions, FunctionCall messages.
 
 use super::*;
-use crate::router::classify::classify;
+
+/// Classification with no sharded table.
+fn classify(sql: &str) -> crate::router::plan::Plan {
+    crate::router::classify::classify(sql, &crate::sharding::Rules::default())
+}
 
 /// The decision for a unit made of `texts` (each one Query or Parse), with the catalog `catalog`.
 fn decide_with(texts: &[&str], catalog: &FunctionCatalog, default_read_only: bool) -> Decision {
