@@ -32,7 +32,9 @@ pub mod split;
 pub use extract::shard_plan;
 pub use key::{KeyError, KeyType, ShardKey};
 pub use plan::{KeyRef, Keys, ShardPlan};
-pub use resolve::{resolve, resolve_insert_rows, BindParams, ResolveError, ShardSet};
+pub use resolve::{
+    copy_format, resolve, resolve_insert_rows, BindParams, CopyFormat, ResolveError, ShardSet,
+};
 pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
 pub use rules::{Rules, ShardedTable};
 pub use split::{split_insert, SplitError};
