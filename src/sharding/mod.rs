@@ -19,6 +19,7 @@
 //!   statement under the [`Rules`]: which key values it is pinned to, by position ([`KeyRef`]), or
 //!   why it goes everywhere, or why it is refused.
 //! - [`resolve`]: per execution, the shards those positions name in this text and Bind message.
+//! - [`split`]: a multi-row INSERT (simple protocol) as one INSERT per shard.
 
 pub mod extract;
 mod key;
@@ -28,10 +29,14 @@ pub mod resolve;
 mod ring;
 pub mod rules;
 pub mod unit;
+pub mod split;
 
 pub use extract::shard_plan;
 pub use key::{KeyError, KeyType, ShardKey};
 pub use plan::{KeyRef, Keys, ShardPlan};
-pub use resolve::{resolve, resolve_insert_rows, BindParams, ResolveError, ShardSet};
+pub use resolve::{
+    copy_format, resolve, resolve_insert_rows, BindParams, CopyFormat, ResolveError, ShardSet,
+};
 pub use ring::{hash_key, vnode_point, HashRange, Move, Ring, RingError, DEFAULT_VNODES_PER_SHARD};
 pub use rules::{Rules, ShardedTable};
+pub use split::{split_insert, SplitError};

@@ -60,8 +60,8 @@ pub enum ShardPlan {
     ScatterWrite,
     /// `COPY sharded (…) FROM STDIN`: each data row goes to the shard of its key, which is field
     /// `column_index` of the `columns` fields the column list names. The data's format (text, csv,
-    /// binary, delimiter…) is read from each execution's text: its option values are literals,
-    /// which the plan cache does not tell apart.
+    /// binary, delimiter…) is read from each execution's text (`resolve::copy_format`): its
+    /// option values are literals, which the plan cache does not tell apart.
     CopyIn {
         key_type: KeyType,
         column_index: usize,

@@ -18,6 +18,9 @@ use crate::protocol::codec::{BodyReader, CodecError};
 use crate::router::fingerprint::literal_spans;
 
 mod array;
+mod copy;
+
+pub use copy::{copy_format, CopyFormat};
 
 /// Why the shards of one execution cannot be known. Every message is meant for the client.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -47,6 +50,8 @@ pub enum ResolveError {
     Array(&'static str),
     #[error("the array of shard keys has elements of type oid {0}, not the shard key's type")]
     ArrayType(u32),
+    #[error("the COPY options could not be read ({0})")]
+    Copy(&'static str),
 }
 
 /// Which shards one execution touches.

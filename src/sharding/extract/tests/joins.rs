@@ -201,6 +201,21 @@ fn subqueries() {
              FROM users u",
             Scatter,
         ),
+        // A condition on the outer key inside a subquery filters the subquery, not the outer rows.
+        (
+            "SELECT u.*, (SELECT count(*) FROM pitches p WHERE u.id = 5 AND p.user_id = u.id) \
+             FROM users u",
+            Scatter,
+        ),
+        (
+            "SELECT u.*, (SELECT 1 FROM countries c WHERE u.id IN (SELECT user_id FROM pitches \
+             WHERE user_id = 5)) FROM users u",
+            Scatter,
+        ),
+        (
+            "SELECT * FROM users u WHERE u.id IN (SELECT user_id FROM pitches WHERE user_id = 5)",
+            One(L(0)),
+        ),
         // Not tied: each shard would see part of pitches.
         (
             "SELECT * FROM users WHERE score > (SELECT avg(score) FROM users)",

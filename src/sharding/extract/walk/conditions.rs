@@ -18,8 +18,12 @@ impl Walker<'_, '_> {
                 continue;
             }
             if pins {
+                // Only this scope's instances: a condition in a subquery on an outer query's key
+                // (`u.id = 5` inside it) filters the subquery's rows, not the outer query's.
                 for (id, keys) in self.pins(conjunct, scope) {
-                    self.pin(id, keys);
+                    if self.instances[id].scope == scope {
+                        self.pin(id, keys);
+                    }
                 }
             }
             self.subqueries(conjunct, Some(scope));
@@ -70,7 +74,10 @@ impl Walker<'_, '_> {
         if let (Some(inner_scope), Some(projected)) = (inner_scope, projected_key(subquery)) {
             if let Some(inner) = self.column(projected, inner_scope) {
                 if self.instances[inner].scope == inner_scope {
-                    self.link(outer, inner, pins);
+                    // A filter of this scope's rows restricts both ways; anything else (an outer
+                    // join's ON, an outer query's key) only into the subquery.
+                    let both = pins && self.instances[outer].scope == scope;
+                    self.link(outer, inner, both);
                 }
             }
         }
