@@ -11,7 +11,8 @@
 //! - [`router`]: what statements do: read/write classification, the plan cache, routing hints, and
 //!   which statements change session state.
 //! - [`sharding`]: the consistent-hash ring (xxh3 + virtual nodes) and shard keys' canonical
-//!   encoding; a pure function users can reproduce.
+//!   encoding (a pure function users can reproduce); which shards a statement touches (extraction,
+//!   cached) and, per execution, resolution of its keys.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
