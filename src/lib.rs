@@ -11,7 +11,8 @@
 //! - [`router`]: what statements do: read/write classification, the plan cache, routing hints, and
 //!   which statements change session state.
 //! - [`sharding`]: the consistent-hash ring (xxh3 + virtual nodes) and shard keys' canonical
-//!   encoding; a pure function users can reproduce.
+//!   encoding (a pure function users can reproduce); which shards a statement touches (extraction,
+//!   cached) and, per execution, resolution of its keys.
 //! - [`shard_of`]: `pgscale shard-of`, a key's shard computed from a config.
 //! - [`cancel`]: routing cancel requests to the right server.
 //! - [`error`]: the errors clients see, with their SQLSTATEs.

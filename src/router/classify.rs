@@ -1,5 +1,6 @@
-//! Statement classification: sqlparser's AST in, the router's own [`Plan`] out. The only file (with
-//! its `fallback` helper) that sees sqlparser types.
+//! Statement classification: sqlparser's AST in, the router's own [`Plan`] out. The only router file
+//! (with its `fallback` helper) that sees sqlparser types; sharding plans come from
+//! `sharding::extract`, handed each parsed statement.
 //!
 //! A `SELECT` can wrap a mutation, so queries are walked to any depth (sqlparser's `Visitor`) for
 //! locking clauses, `SELECT INTO`, data-modifying statements nested in them, and function calls.

@@ -3,7 +3,8 @@
 //! - [`session_ops`]: which statements change session state, so transaction pooling can carry it
 //!   between server connections (a small lexer, run on every simple query).
 //! - [`classify`]: sqlparser's AST turned into the router's own [`plan`] types; nothing outside this
-//!   module sees a sqlparser type.
+//!   module sees a sqlparser type, but `sharding::extract` (which classify calls for each
+//!   statement's sharding plan) and `sharding::split`.
 //! - [`plan`]: statement kinds and write reasons, and [`plan::UnitRouter`], which folds the plans of
 //!   one unit (a Query, or a batch up to Sync) into a primary/replica [`plan::Decision`].
 //! - [`fingerprint`]: the plan cache's key (the text with literals, comments and spacing

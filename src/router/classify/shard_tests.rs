@@ -87,6 +87,12 @@ fn reference_reads_that_write_go_to_the_default_shard() {
 }
 
 #[test]
+fn patched_statements() {
+    assert_eq!(shards("TABLE users"), [ShardPlan::ScatterRead]);
+    assert_eq!(shards("TABLE countries"), [ShardPlan::ReferenceRead]);
+}
+
+#[test]
 fn no_rules_no_shard_plans() {
     let plan = classify("SELECT * FROM users WHERE id = 1", &Rules::default());
     assert_eq!(plan.statements[0].shard, ShardPlan::Unsharded);

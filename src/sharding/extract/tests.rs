@@ -157,6 +157,10 @@ fn keyed_reads() {
         ),
         ("SELECT * FROM Users WHERE ID = 5", One(L(0))),
         ("SELECT * FROM users WHERE \"id\" = 5", One(L(0))),
+        ("SELECT * FROM users AS \"U\" WHERE \"U\".id = 5", One(L(0))),
+        // Quoted names keep their case: "Users" is another table.
+        ("SELECT * FROM \"Users\" WHERE id = 5", Unsharded),
+        ("SELECT * FROM users WHERE \"ID\" = 5", Scatter),
         (
             "SELECT count(*) FROM pitches WHERE user_id = $1 GROUP BY x",
             One(P(1)),

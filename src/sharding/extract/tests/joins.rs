@@ -237,6 +237,16 @@ fn subqueries() {
              WHERE user_id = 1)",
             Refused("reads sharded table pitches"),
         ),
+        // Tied by IN, but the innermost subquery is not.
+        (
+            "SELECT * FROM users u WHERE u.id = $1 AND u.id IN (SELECT user_id FROM pitches p \
+             WHERE p.score > (SELECT avg(score) FROM pitches))",
+            Refused("reads sharded table pitches"),
+        ),
+        (
+            "INSERT INTO users (id) VALUES (1) RETURNING (SELECT count(*) FROM pitches)",
+            Refused("reads sharded table pitches"),
+        ),
         // Only reference tables inside.
         (
             "SELECT * FROM users WHERE id = 1 AND country IN (SELECT code FROM countries)",
