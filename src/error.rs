@@ -40,6 +40,12 @@ pub enum ClientError {
     ShuttingDown,
     #[error("startup timed out: authentication not completed within {ms} ms")]
     StartupTimeout { ms: u64 },
+    /// A statement sharded routing cannot run correctly: why, and what to do instead.
+    #[error("{0}")]
+    ShardRouting(String),
+    /// A shard could not answer its part of a statement over several shards.
+    #[error("a shard could not answer: {0}")]
+    ShardUnavailable(String),
     #[error("prepared statement \"{name}\" does not exist")]
     UnknownPreparedStatement { name: String },
 }
@@ -61,6 +67,8 @@ impl ClientError {
             ClientError::ShuttingDown => "57P01",
             ClientError::StartupTimeout { .. } => "08P01",
             ClientError::UnknownPreparedStatement { .. } => "26000",
+            ClientError::ShardRouting(_) => "0A000",
+            ClientError::ShardUnavailable(_) => "08006",
         }
     }
 
@@ -73,6 +81,8 @@ impl ClientError {
                 | ClientError::ServerUnavailable { .. }
                 | ClientError::BackendDown { .. }
                 | ClientError::NoReplica { .. }
+                | ClientError::ShardRouting(_)
+                | ClientError::ShardUnavailable(_)
         )
     }
 

@@ -245,6 +245,9 @@ pub(crate) fn write_conf(
         ("shared_buffers", "32MB".into()),
         ("logging_collector", "off".into()),
         ("lc_messages", "C".into()),
+        // Multi-row inserts split across shards commit with two-phase commit (standbys need at
+        // least the primary's value, so every server gets it).
+        ("max_prepared_transactions", "16".into()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))

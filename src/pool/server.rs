@@ -278,8 +278,17 @@ impl ServerConn {
 
     /// Reads one whole frame (for control exchanges, not the data path).
     pub async fn read_frame(&mut self, buf: &mut BytesMut) -> Result<(u8, BytesMut), ServerError> {
+        self.read_frame_up_to(buf, MAX_CONTROL_FRAME).await
+    }
+
+    /// [`ServerConn::read_frame`] for frames up to `max` bytes (rows of a result the proxy merges).
+    pub async fn read_frame_up_to(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<(u8, BytesMut), ServerError> {
         loop {
-            match codec::peek_header(buf, MAX_CONTROL_FRAME) {
+            match codec::peek_header(buf, max) {
                 Ok(Some((tag, total))) if buf.len() >= total => {
                     let mut frame = buf.split_to(total);
                     frame.advance(codec::HEADER_LEN);

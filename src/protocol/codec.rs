@@ -152,6 +152,13 @@ pub fn authentication(out: &mut BytesMut, code: i32, payload: &[u8]) {
     out.put_slice(payload);
 }
 
+/// `CommandComplete` with its tag (`SELECT 3`, `BEGIN`, …).
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    let at = begin(out, b'C');
+    put_cstr(out, tag.as_bytes());
+    finish(out, at);
+}
+
 /// A simple `Query` frame.
 pub fn query(out: &mut BytesMut, sql: &str) {
     let at = begin(out, b'Q');

@@ -109,6 +109,9 @@ impl Session {
                     .await
             }
         }
+        if self.copy_split.is_some() {
+            return self.on_copy_split_frame(tag, &frame).await;
+        }
         if self.should_hold(tag) {
             return self.hold(tag, frame).await;
         }
@@ -172,6 +175,13 @@ impl Session {
             Ok(()) => Flow::Continue,
             Err(message) => self.protocol_violation(&message).await,
         }
+    }
+
+    /// Sends a simple query made by the proxy in place of the client's unit (its answer goes to
+    /// the client).
+    pub(super) fn forward_query_frame(&mut self, frame: &[u8]) {
+        self.forward(frame, Some(Expect::UntilReady));
+        self.unit_sent();
     }
 
     fn forward(&mut self, frame: &[u8], expect: Option<Expect>) {

@@ -6,13 +6,17 @@
 //! `lifecycle` (checkout, release, goodbye), `functions` (which functions write, per database).
 
 mod client_side;
+mod copy_split;
+mod fanout;
 pub mod functions;
 mod lifecycle;
 pub mod params;
 pub mod pending;
 pub mod prepared;
 mod routing;
+mod scatter;
 mod server_side;
+mod sharded;
 mod startup;
 
 use std::collections::HashMap;
@@ -31,6 +35,9 @@ use crate::protocol::client_auth;
 use crate::protocol::scram::ScramSecret;
 use crate::router::cache::PlanCache;
 use crate::router::session_ops::SessionOp;
+use crate::sharding::scatter_cache::ScatterPlans;
+use crate::sharding::Sharding;
+use dashmap::DashMap;
 use functions::Catalogs;
 use params::ClientParams;
 use pending::Pending;
@@ -47,6 +54,13 @@ pub struct Shared {
     pub plans: PlanCache,
     /// Which functions write, per database.
     pub catalogs: Arc<Catalogs>,
+    /// Sharded routing (None: every statement goes to the first shard).
+    pub sharding: Option<Arc<Sharding>>,
+    /// Fan-out plans by statement text.
+    pub scatter_plans: ScatterPlans,
+    /// Per database: whether its collation orders text bytewise (`C`/`POSIX`), learnt at its first
+    /// fan-out read; merging text sort keys needs it.
+    pub bytewise_text: DashMap<String, bool>,
     /// Reads sent again to another server after theirs failed before answering.
     pub reads_retried: AtomicU64,
     pub statements: StatementRegistry,
@@ -70,8 +84,14 @@ impl Shared {
         Ok(Arc::new(Shared {
             scram_secrets: client_auth::scram_secrets(&config.users),
             topology: Arc::new(Topology::from_config(&config)?),
-            plans: PlanCache::new(config.routing.plan_cache_size),
+            plans: PlanCache::with_rules(
+                config.routing.plan_cache_size,
+                Arc::new(config.sharding_rules()),
+            ),
             catalogs: Arc::new(Catalogs::new(&config.routing)),
+            sharding: sharding_of(&config)?,
+            scatter_plans: ScatterPlans::new(config.routing.plan_cache_size),
+            bytewise_text: DashMap::new(),
             reads_retried: AtomicU64::new(0),
             config,
             pools: Arc::new(Pools::default()),
@@ -82,6 +102,20 @@ impl Shared {
             next_pid: AtomicI32::new(1_000_000),
         }))
     }
+}
+
+/// Sharded routing when the config shards tables or has several shards.
+fn sharding_of(config: &Config) -> Result<Option<Arc<Sharding>>, String> {
+    if config.sharding.tables.is_empty() && config.shards.len() < 2 {
+        return Ok(None);
+    }
+    let ring = config.ring().map_err(|e| format!("sharding: {e}"))?;
+    Ok(Some(Arc::new(Sharding::new(
+        ring,
+        Arc::new(config.sharding_rules()),
+        config.default_shard_index(),
+        config.sharding.allow_broadcast_writes,
+    ))))
 }
 
 /// How a session ended (for the log line).
@@ -110,6 +144,8 @@ pub(crate) struct Session {
     pool: Arc<Pool>,
     /// Read/write splitting (transaction mode with replicas); boxed: most of it is rarely touched.
     routing: Option<Box<Routing>>,
+    /// A `COPY … FROM STDIN` being split across shards.
+    copy_split: Option<Box<copy_split::CopySplit>>,
     mode: PoolMode,
     /// Rewrite statement names (transaction mode): clients share server connections.
     rename_statements: bool,
@@ -207,7 +243,11 @@ impl Session {
         self.pending.is_empty()
             && self.status == b'I'
             && self.client_buf.is_empty()
-            && !self.routing.as_ref().is_some_and(|r| r.is_holding())
+            && self.copy_split.is_none()
+            && !self
+                .routing
+                .as_ref()
+                .is_some_and(|r| r.is_holding() || r.in_deferred_transaction())
     }
 }
 

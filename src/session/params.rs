@@ -162,6 +162,20 @@ impl ClientParams {
         self.serializable_default
     }
 
+    /// The client's `extra_float_digits` (Postgres' default 1 when it set none): merged float
+    /// aggregates are printed the way the server would print them for this client.
+    pub fn extra_float_digits(&self) -> i32 {
+        match self.desired().get(&"extra_float_digits".to_string()) {
+            Some(ParamValue::Startup(v)) => v.trim().parse().unwrap_or(1),
+            Some(ParamValue::Sql(statement)) => statement
+                .split(|c: char| c.is_ascii_whitespace() || c == '=' || c == '\'')
+                .rfind(|w| !w.is_empty())
+                .and_then(|w| w.trim_end_matches(';').parse().ok())
+                .unwrap_or(1),
+            None => 1,
+        }
+    }
+
     fn compute_serializable_default(&self) -> bool {
         ["session_characteristics", "default_transaction_isolation"]
             .iter()

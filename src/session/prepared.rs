@@ -28,6 +28,8 @@ pub struct PreparedStatement {
     pub ops: Vec<SessionOp>,
     /// Where it may run (classified once, at its first `Parse`, reused at every `Bind`).
     pub plan: Arc<Plan>,
+    /// The text, for shard keys written as literals (read at each `Bind`).
+    pub sql: Arc<str>,
 }
 
 /// All statements prepared through this proxy, keyed by text and parameter types.
@@ -62,6 +64,7 @@ impl StatementRegistry {
                     parse_frame: frame.freeze(),
                     ops: session_ops(query),
                     plan: plans.plan(query),
+                    sql: Arc::from(query),
                 })
             })
             .clone()

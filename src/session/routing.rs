@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::functions::DbCatalog;
 use super::lifecycle::AttachError;
+use super::sharded::Placement;
 use super::{Flow, Session};
 use crate::config::{Consistency, NoReplica};
 use crate::error::ClientError;
@@ -19,7 +20,8 @@ use crate::pool::breaker::FailureKind;
 use crate::pool::Pool;
 use crate::protocol::codec::{self, BodyReader};
 use crate::router::fingerprint::leading_hint;
-use crate::router::plan::{Decision, Plan, UnitRouter};
+use crate::router::plan::{Decision, Plan, PrimaryReason, UnitRouter};
+use crate::sharding::unit::ShardFold;
 
 /// A unit larger than this is routed before it is complete (to the primary unless it is all reads).
 const MAX_HELD_BYTES: usize = 1 << 20;
@@ -63,7 +65,12 @@ pub(super) struct Routing {
     /// The shard of the unit being routed, or of the one holding the server.
     pub(super) shard: usize,
     pub(super) catalog: Arc<DbCatalog>,
-    unit: UnitRouter,
+    pub(super) unit: UnitRouter,
+    /// The shards the held unit's statements need (sharded topologies only).
+    pub(super) shard_fold: ShardFold,
+    /// A `BEGIN` the proxy answered itself: it is sent ahead of the transaction's first unit, once
+    /// that unit's shard is known.
+    pub(super) deferred_begin: Option<DeferredBegin>,
     held: BytesMut,
     /// The held messages end a unit (Sync, Flush or a simple query came).
     held_ready: bool,
@@ -72,13 +79,20 @@ pub(super) struct Routing {
     busy: bool,
     /// No message of the held unit changes the client's statement names (so it can be replayed).
     retryable: bool,
-    unnamed_plan: Option<Arc<Plan>>,
+    /// The unnamed statement's plan, text and parameter types (its keys are read at Bind).
+    unnamed_plan: Option<(Arc<Plan>, Arc<str>, Bytes)>,
     retry: Option<Retry>,
     /// Where the unit (or transaction) holding the server went, and why.
     attached: Option<(Target, Decision)>,
     /// Per shard: when this client last committed a write on its primary, and a primary WAL
     /// position at or past that write once known.
     writes: Vec<LastWrite>,
+}
+
+/// A `BEGIN` the proxy answered itself: its text, and the access mode it said (None: not said).
+pub(super) struct DeferredBegin {
+    pub(super) sql: Bytes,
+    pub(super) read_only: Option<bool>,
 }
 
 /// A client's last write on one shard (read-your-writes).
@@ -96,6 +110,8 @@ impl Routing {
             shard: 0,
             catalog,
             unit: UnitRouter::default(),
+            shard_fold: ShardFold::default(),
+            deferred_begin: None,
             held: BytesMut::new(),
             held_ready: false,
             busy: false,
@@ -108,6 +124,18 @@ impl Routing {
 
     pub(super) fn is_holding(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// The unnamed statement's text and parameter types.
+    pub(super) fn unnamed_statement(&self) -> Option<(String, Bytes)> {
+        self.unnamed_plan
+            .as_ref()
+            .map(|(_, sql, types)| (sql.to_string(), types.clone()))
+    }
+
+    /// The client is inside a transaction the proxy has not sent anywhere yet.
+    pub(super) fn in_deferred_transaction(&self) -> bool {
+        self.deferred_begin.is_some()
     }
 
     /// Held messages reached the limit while a replica answers: stop reading the client (TCP
@@ -162,7 +190,12 @@ impl Session {
             return true;
         }
         // COPY data only ever follows a COPY that is running on the attached server.
-        if self.server.is_some() || matches!(tag, b'd' | b'c' | b'f') {
+        if matches!(tag, b'd' | b'c' | b'f') || self.copy_in {
+            return false;
+        }
+        // Inside a transaction, a sharded client's units are still checked: they must stay on the
+        // transaction's shard.
+        if self.server.is_some() && self.shared.sharding.is_none() {
             return false;
         }
         // A Sync or Flush with nothing held is answered as usual.
@@ -207,8 +240,10 @@ impl Session {
     /// A Sync or simple query went to the server: if it went to a replica, what the client sends
     /// next waits for the answer (it may need another server).
     pub(super) fn unit_sent(&mut self) {
+        let sharded = self.shared.sharding.is_some();
         if let Some(routing) = self.routing.as_deref_mut() {
-            if matches!(routing.attached, Some((Target::Replica(_), _))) {
+            // A sharded client's next unit may need another shard: it waits for this one too.
+            if sharded || matches!(routing.attached, Some((Target::Replica(_), _))) {
                 routing.busy = true;
             }
         }
@@ -223,7 +258,7 @@ impl Session {
         if routing.busy || !routing.is_holding() {
             return Flow::Continue;
         }
-        let flow = if self.server.is_some() {
+        let flow = if self.server.is_some() && self.shared.sharding.is_none() {
             // The transaction goes on: what was held belongs to it, not to a unit of its own.
             routing.held_ready = false;
             routing.unit = UnitRouter::default();
@@ -249,18 +284,20 @@ impl Session {
         match tag {
             b'Q' => {
                 let sql = reader.cstr_utf8().map_err(|e| bad("Query", e))?;
-                self.route_sql(sql);
+                let plan = self.route_sql(sql);
+                self.note_shards_of_query(&plan, sql);
             }
             b'P' => {
                 let name = reader.cstr().map_err(|e| bad("Parse", e))?;
                 let sql = reader.cstr_utf8().map_err(|e| bad("Parse", e))?;
                 let named = !name.is_empty();
+                let types = Bytes::copy_from_slice(reader.remaining());
                 let plan = self.route_sql(sql);
                 if let Some(routing) = self.routing.as_deref_mut() {
                     if named {
                         routing.retryable = false;
                     } else {
-                        routing.unnamed_plan = Some(plan);
+                        routing.unnamed_plan = Some((plan, Arc::from(sql), types));
                     }
                 }
             }
@@ -271,12 +308,18 @@ impl Session {
                     return Ok(());
                 };
                 let plan = if name.is_empty() {
-                    routing.unnamed_plan.clone()
+                    routing
+                        .unnamed_plan
+                        .as_ref()
+                        .map(|(plan, sql, _)| (plan.clone(), sql.clone()))
                 } else {
-                    self.statements.get(name).map(|s| s.plan.clone())
+                    self.statements
+                        .get(name)
+                        .map(|s| (s.plan.clone(), s.sql.clone()))
                 };
-                if let Some(plan) = plan {
+                if let Some((plan, sql)) = plan {
                     routing.unit.add(&plan, &routing.catalog.current());
+                    self.note_shards_of_bind(&plan, &sql, body);
                 }
             }
             b'F' => {
@@ -320,19 +363,68 @@ impl Session {
 
     /// Routes a complete unit (its messages are `frames`), attaches a server for it and sends it.
     async fn dispatch(&mut self, frames: Bytes) -> Flow {
+        let mut deferred_begin = None;
+        if self.shared.sharding.is_some() {
+            let placement = self.place_unit(&frames);
+            let attached = self.server.is_some();
+            let Some(routing) = self.routing.as_deref_mut() else {
+                return Flow::Continue;
+            };
+            if let Placement::One { shard, opens } = placement {
+                if !attached {
+                    routing.shard = shard;
+                    if opens {
+                        deferred_begin = routing.deferred_begin.take();
+                    }
+                }
+            } else {
+                routing.unit = UnitRouter::default();
+            }
+            match placement {
+                Placement::One { .. } if !attached => {}
+                Placement::Answered => return Flow::Continue,
+                Placement::Refuse(reason) if self.server.is_some() => {
+                    return self.refuse_in_transaction(&reason, &frames)
+                }
+                Placement::Refuse(reason) => {
+                    routing.deferred_begin = None;
+                    let error = RouteError::Refused(ClientError::ShardRouting(reason));
+                    self.refuse_unit(&error, &frames);
+                    return Flow::Continue;
+                }
+                Placement::Many(need) => return self.run_multi_shard(need, frames).await,
+                Placement::One { .. } => {
+                    // The transaction goes on, on its shard.
+                    routing.unit = UnitRouter::default();
+                    routing.retryable = true;
+                    return self.replay(&frames).await;
+                }
+            }
+        }
         let default_read_only = self.params.default_read_only();
         let pending_empty = self.pending.is_empty();
         let Some(routing) = self.routing.as_deref_mut() else {
             return Flow::Continue;
         };
-        let decision = routing.unit.decide(default_read_only);
+        let mut decision = routing.unit.decide(default_read_only);
+        if let Some(begin) = &deferred_begin {
+            // The unit opens the client's transaction: the transaction's access mode decides.
+            decision = if begin.read_only.unwrap_or(default_read_only)
+                && !matches!(decision, Decision::Primary(_))
+            {
+                Decision::Replica
+            } else {
+                Decision::Primary(PrimaryReason::ReadWriteTransaction)
+            };
+        }
         if routing.unit.needs_catalog_refresh() {
             routing.catalog.mark_stale();
         }
         routing.unit = UnitRouter::default();
         let retryable = std::mem::replace(&mut routing.retryable, true)
             && decision == Decision::Replica
-            && pending_empty;
+            && pending_empty
+            && deferred_begin.is_none();
         let mut tried = Vec::new();
         let target = match self.attach_for(decision, &mut tried).await {
             Ok(target) => target,
@@ -341,6 +433,12 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        if let Some(begin) = deferred_begin {
+            if let Err(error) = self.open_deferred_transaction(&begin.sql).await {
+                self.refuse_unit(&error, &frames);
+                return Flow::Continue;
+            }
+        }
         let ops_len = self.inflight_ops.len();
         let client_mark = self.to_client.len();
         if let Some(routing) = self.routing.as_deref_mut() {
@@ -393,6 +491,11 @@ impl Session {
             },
             RouteError::Refused(e) => e.write_as_error(&mut error_frame),
         }
+        self.refuse_with_frame(&error_frame, frames);
+    }
+
+    /// Answers each batch of `frames` with `error_frame` (see [`Session::refuse_unit`]).
+    pub(super) fn refuse_with_frame(&mut self, error_frame: &[u8], frames: &[u8]) {
         let mut at = 0;
         let mut open_batch = false;
         while at < frames.len() {
@@ -402,7 +505,7 @@ impl Session {
             at += total;
             match tag {
                 b'Q' | b'S' => {
-                    self.to_client.extend_from_slice(&error_frame);
+                    self.to_client.extend_from_slice(error_frame);
                     self.pending.drain_synthetic(&mut self.to_client);
                     codec::ready_for_query(&mut self.to_client, b'I');
                     open_batch = false;
@@ -412,8 +515,29 @@ impl Session {
             }
         }
         if open_batch {
-            self.to_client.extend_from_slice(&error_frame);
+            self.to_client.extend_from_slice(error_frame);
             self.ignore_till_sync = true;
+        }
+    }
+
+    /// Sends the `BEGIN` the proxy answered earlier to the server just attached for the
+    /// transaction's first unit.
+    async fn open_deferred_transaction(&mut self, begin: &[u8]) -> Result<(), RouteError> {
+        let sql = String::from_utf8_lossy(begin);
+        let Some(conn) = self.server.as_mut() else {
+            return Ok(());
+        };
+        match Box::pin(conn.run_hidden(&sql)).await {
+            Ok(result) => {
+                self.status = result.status;
+                Ok(())
+            }
+            Err(e) => {
+                // Its state is unknown: close it rather than give it back.
+                self.cancel_slot.set(None);
+                drop(self.server.take());
+                Err(RouteError::Attach(AttachError::Settings(e)))
+            }
         }
     }
 
@@ -440,7 +564,7 @@ impl Session {
     }
 
     /// This client's pool for `target` on the current shard.
-    fn target_pool(&self, target: Target) -> Arc<Pool> {
+    pub(super) fn target_pool(&self, target: Target) -> Arc<Pool> {
         let shard = self.routing.as_ref().and_then(|r| r.shards.get(r.shard));
         let pool = match (shard, target) {
             (Some(shard), Target::Primary) => Some(&shard.primary),
@@ -455,7 +579,11 @@ impl Session {
         self.routing.as_ref().map_or(0, |r| r.shard)
     }
 
-    fn choose_target(&mut self, decision: Decision, tried: &[usize]) -> Result<Target, RouteError> {
+    pub(super) fn choose_target(
+        &mut self,
+        decision: Decision,
+        tried: &[usize],
+    ) -> Result<Target, RouteError> {
         let primary_up = self
             .target_pool(Target::Primary)
             .backend()

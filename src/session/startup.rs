@@ -113,6 +113,7 @@ pub(super) async fn login(
         shared: shared.clone(),
         pool,
         routing,
+        copy_split: None,
         mode,
         rename_statements: mode == PoolMode::Transaction,
         max_message: config.listen.max_message_size,

@@ -21,18 +21,22 @@
 //! - [`resolve`]: per execution, the shards those positions name in this text and Bind message.
 //! - [`split`]: a multi-row INSERT (simple protocol) as one INSERT per shard.
 
+pub mod copy_split;
 pub mod extract;
 mod key;
+mod live;
 pub mod merge;
 pub mod plan;
 pub mod resolve;
 mod ring;
 pub mod rules;
-pub mod unit;
+pub mod scatter_cache;
 pub mod split;
+pub mod unit;
 
 pub use extract::shard_plan;
 pub use key::{KeyError, KeyType, ShardKey};
+pub use live::Sharding;
 pub use plan::{KeyRef, Keys, ShardPlan};
 pub use resolve::{
     copy_format, resolve, resolve_insert_rows, BindParams, CopyFormat, ResolveError, ShardSet,

@@ -18,6 +18,11 @@ pub enum Need {
     Broadcast { ddl: bool },
     /// A multi-row INSERT whose rows belong to different shards (`row_shards[i]` is row i's).
     SplitInsert { row_shards: Vec<usize> },
+    /// `COPY sharded FROM STDIN`: rows split to their shards; the key is field `column_index`.
+    CopyIn {
+        key_type: crate::sharding::KeyType,
+        column_index: usize,
+    },
     /// Cannot be routed correctly: the reason, for the client.
     Refuse(String),
 }

@@ -408,3 +408,22 @@ pub async fn run_command(mut command: Command) -> std::process::Output {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// The rows of a simple query, as text (None for NULL).
+pub async fn simple_rows(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}

@@ -1,0 +1,51 @@
+//! The sharding setup a running proxy routes by: the ring (swapped whole when resharding moves
+//! ranges), the table rules and the default shard.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::ring::Ring;
+use super::rules::Rules;
+
+/// Shared by every session.
+#[derive(Debug)]
+pub struct Sharding {
+    ring: ArcSwap<Ring>,
+    pub rules: Arc<Rules>,
+    /// Where statements on unsharded tables go (an index into the ring's shards).
+    pub default_shard: usize,
+    /// Key-less UPDATE/DELETE of sharded tables run on every shard instead of being refused.
+    pub allow_broadcast_writes: bool,
+}
+
+impl Sharding {
+    pub fn new(
+        ring: Ring,
+        rules: Arc<Rules>,
+        default_shard: usize,
+        allow_broadcast_writes: bool,
+    ) -> Sharding {
+        Sharding {
+            ring: ArcSwap::from_pointee(ring),
+            rules,
+            default_shard,
+            allow_broadcast_writes,
+        }
+    }
+
+    /// The current ring (a cheap snapshot: one routing decision uses one ring throughout).
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring.load_full()
+    }
+
+    /// Replaces the ring whole (resharding's cutover).
+    pub fn swap_ring(&self, ring: Ring) {
+        self.ring.store(Arc::new(ring));
+    }
+
+    /// How many shards the ring has.
+    pub fn shard_count(&self) -> usize {
+        self.ring.load().shards().len()
+    }
+}
