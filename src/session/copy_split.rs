@@ -28,6 +28,9 @@ pub(super) struct CopySplit {
     gid: String,
     /// The first problem with the client's data; the rest of the stream is skipped.
     failed: Option<String>,
+    /// Started by an extended-protocol Execute: the `ReadyForQuery` comes with the client's Sync
+    /// after CopyDone, not with the CommandComplete.
+    extended: bool,
 }
 
 impl Session {
@@ -91,6 +94,7 @@ impl Session {
             conns,
             gid: format!("pgscale_copy_{:016x}", rand::random::<u64>()),
             failed: None,
+            extended: !messages.contains(&b'Q'),
         }));
         Ok(())
     }
@@ -195,13 +199,17 @@ impl Session {
         match result {
             Ok(rows) => {
                 codec::command_complete(&mut self.to_client, &format!("COPY {rows}"));
-                codec::ready_for_query(&mut self.to_client, b'I');
+                if !copy.extended {
+                    codec::ready_for_query(&mut self.to_client, b'I');
+                }
                 // Each connection ended with COMMIT PREPARED: idle and clean.
                 copy.conns.into_iter().for_each(PooledConn::release);
             }
             Err((code, message)) => {
                 codec::error_fields(&mut self.to_client, b'E', "ERROR", &code, &message, None);
-                codec::ready_for_query(&mut self.to_client, b'I');
+                if !copy.extended {
+                    codec::ready_for_query(&mut self.to_client, b'I');
+                }
                 // Their state after a failure is not worth trusting: closed.
                 drop(copy.conns);
             }
