@@ -309,3 +309,86 @@ async fn ddl_reaches_every_shard_and_partial_failures_say_where() {
     );
     env.stop().await;
 }
+
+/// Shard `i`'s replicas.
+fn shard_replicas(env: &Env, i: usize) -> &[pgscale::local_cluster::LocalPostgres] {
+    match i {
+        0 => &env.replicas,
+        _ => &env.other_shards[i - 1].replicas,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_shard_keeps_its_replicas_and_read_write_split() {
+    let env = Env::start_with_shards(2, 1, SAMPLE_SHARDING, |_| {}).await;
+    env.exec_on_all_shards(SAMPLE_SCHEMA).await;
+    let app = env.app().await;
+    let (a, b) = keys_on_two_shards(&env);
+    for key in [a, b] {
+        app.execute("INSERT INTO users (id, name) VALUES ($1, 'x')", &[&key])
+            .await
+            .expect("keyed insert");
+    }
+    let where_is = app
+        .prepare("select inet_server_port(), pg_is_in_recovery() from users where id = $1")
+        .await
+        .expect("prepare");
+    for key in [a, b] {
+        let shard = owner(&env, key);
+        let replica_port = i32::from(shard_replicas(&env, shard)[0].port());
+        // Right after the write, read-your-writes keeps this client on the primary until the
+        // replica has replayed it; then its reads go to the shard's own replica.
+        let mut on_replica = false;
+        for _ in 0..100 {
+            let rows = app.query(&where_is, &[&key]).await.expect("keyed read");
+            if let Some(row) = rows.first() {
+                let (port, standby): (i32, bool) = (row.get(0), row.get(1));
+                if standby {
+                    assert_eq!(port, replica_port, "key {key}: its own shard's replica");
+                    on_replica = true;
+                    break;
+                }
+                assert_eq!(
+                    port,
+                    i32::from(env.shard_primary(shard).port()),
+                    "key {key}: else its own shard's primary"
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(on_replica, "key {key}: reads reach shard {shard}'s replica");
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_writes_run_on_every_shard_when_allowed() {
+    let env = Env::start_with_shards(3, 0, SAMPLE_SHARDING, |config| {
+        config.sharding.allow_broadcast_writes = true;
+    })
+    .await;
+    env.exec_on_all_shards(SAMPLE_SCHEMA).await;
+    let app = env.app().await;
+    let values: Vec<String> = (1..=30).map(|id| format!("({id}, 'old')")).collect();
+    app.batch_execute(&format!(
+        "INSERT INTO users (id, name) VALUES {}",
+        values.join(", ")
+    ))
+    .await
+    .expect("split insert");
+    let updated = app
+        .execute("UPDATE users SET name = 'new' WHERE name = 'old'", &[])
+        .await
+        .expect("broadcast update");
+    assert_eq!(updated, 30, "the counts of every shard, summed");
+    for shard in 0..3 {
+        let direct = env.direct_to_shard(shard).await;
+        let old: i64 = direct
+            .query_one("select count(*) from users where name <> 'new'", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(old, 0, "shard {shard}");
+    }
+    env.stop().await;
+}

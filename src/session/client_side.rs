@@ -159,6 +159,7 @@ impl Session {
             }
             b'F' => {
                 self.forward(frame, Some(Expect::UntilReady));
+                self.unit_sent();
                 Ok(())
             }
             _ => {
@@ -179,8 +180,13 @@ impl Session {
 
     /// Sends a simple query made by the proxy in place of the client's unit (its answer goes to
     /// the client).
-    pub(super) fn forward_query_frame(&mut self, frame: &[u8]) {
-        self.forward(frame, Some(Expect::UntilReady));
+    pub(super) fn forward_query_frame(&mut self, frame: &[u8], quiet: bool) {
+        let expect = if quiet {
+            Expect::QuietUntilReady
+        } else {
+            Expect::UntilReady
+        };
+        self.forward(frame, Some(expect));
         self.unit_sent();
     }
 
@@ -210,6 +216,9 @@ impl Session {
 
     pub(super) async fn on_sync(&mut self, frame: &[u8]) -> Flow {
         self.ignore_till_sync = false;
+        if self.abort_instead_of_sync() {
+            return Flow::Continue;
+        }
         if self.copy_in {
             // Ignored by a server in COPY FROM STDIN; no ReadyForQuery will answer it.
             self.forward(frame, None);
@@ -219,7 +228,8 @@ impl Session {
         } else {
             // Nothing reached a server since the last ReadyForQuery: answer for it.
             self.pending.drain_synthetic(&mut self.to_client);
-            codec::ready_for_query(&mut self.to_client, b'I');
+            let status = self.routing.as_ref().map_or(b'I', |r| r.idle_status());
+            codec::ready_for_query(&mut self.to_client, status);
         }
         Flow::Continue
     }

@@ -7,14 +7,16 @@ use tokio::io::AsyncWriteExt;
 
 use super::fanout::MAX_SHARD_RESULT_BYTES;
 use super::routing::Target;
+use super::two_phase;
 use super::{Flow, Session};
 use crate::error::ClientError;
 use crate::pool::server::ServerError;
-use crate::pool::PooledConn;
+use crate::pool::{Pool, PooledConn};
 use crate::protocol::codec;
 use crate::sharding::copy_split::{Destination, RowFormat, RowSplitter};
 use crate::sharding::resolve::{copy_format, CopyFormat};
 use crate::sharding::KeyType;
+use std::sync::Arc;
 
 /// Rows for a shard are sent once this many bytes are waiting.
 const SEND_AT: usize = 64 * 1024;
@@ -24,6 +26,8 @@ pub(super) struct CopySplit {
     splitter: RowSplitter,
     /// One per shard, in shard order.
     conns: Vec<PooledConn>,
+    /// The shards' primary pools, in shard order (to finish a prepared transaction elsewhere).
+    pools: Vec<Arc<Pool>>,
     buffers: Vec<BytesMut>,
     gid: String,
     /// The first problem with the client's data; the rest of the stream is skipped.
@@ -46,6 +50,7 @@ impl Session {
         let format = copy_format_of(sql).map_err(ClientError::ShardRouting)?;
         let shards = self.shared.sharding.as_ref().map_or(1, |s| s.shard_count());
         let mut conns = Vec::with_capacity(shards);
+        let mut pools = Vec::with_capacity(shards);
         let mut copy_in_response = None;
         let mut failure = None;
         for shard in 0..shards {
@@ -53,6 +58,7 @@ impl Session {
                 routing.shard = shard;
             }
             let pool = self.target_pool(Target::Primary);
+            pools.push(pool.clone());
             let mut conn = match Box::pin(pool.checkout()).await {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -82,6 +88,8 @@ impl Session {
             match message {
                 b'P' => codec::put_frame(&mut self.to_client, b'1', b""),
                 b'B' => codec::put_frame(&mut self.to_client, b'2', b""),
+                // A COPY returns no rows.
+                b'D' => codec::put_frame(&mut self.to_client, b'n', b""),
                 _ => {}
             }
         }
@@ -92,6 +100,7 @@ impl Session {
             splitter: RowSplitter::new(format, column_index, key_type),
             buffers: vec![BytesMut::new(); conns.len()],
             conns,
+            pools,
             gid: format!("pgscale_copy_{:016x}", rand::random::<u64>()),
             failed: None,
             extended: !messages.contains(&b'Q'),
@@ -187,32 +196,60 @@ impl Session {
                 )
             })
             .or(copy.failed.clone().map(|m| (String::from("22P04"), m)));
-        let result = match problem {
-            Some((code, message)) => {
-                for conn in &mut copy.conns {
-                    abort_copy(conn, &message).await;
+        let mut participants: Vec<two_phase::Participant> = std::mem::take(&mut copy.conns)
+            .into_iter()
+            .zip(std::mem::take(&mut copy.pools))
+            .enumerate()
+            .map(|(shard, (conn, pool))| two_phase::Participant {
+                shard,
+                pool,
+                conn: Some(conn),
+                prepared: false,
+                clean: true,
+            })
+            .collect();
+        let (rows, problem) = match problem {
+            Some(problem) => {
+                for p in participants.iter_mut() {
+                    if let Some(conn) = p.conn.as_mut() {
+                        abort_copy(conn, &problem.1).await;
+                    }
                 }
-                Err((code, message))
+                (0, Some(problem))
             }
-            None => commit_all(&mut copy).await,
+            None => prepare_all(&mut participants, &copy.gid).await,
         };
-        match result {
-            Ok(rows) => {
-                codec::command_complete(&mut self.to_client, &format!("COPY {rows}"));
-                if !copy.extended {
-                    codec::ready_for_query(&mut self.to_client, b'I');
-                }
-                // Each connection ended with COMMIT PREPARED: idle and clean.
-                copy.conns.into_iter().for_each(PooledConn::release);
+        let commit = problem.is_none();
+        let finished = two_phase::finish(&mut participants, &copy.gid, commit).await;
+        let written: Vec<usize> = participants.iter().map(|p| p.shard).collect();
+        two_phase::release(participants);
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.note_writes(&written);
+        }
+        let unresolved = finished.describe(&copy.gid, commit);
+        let failure = match (problem, unresolved) {
+            (None, None) => None,
+            (None, Some(unresolved)) => Some((
+                "08006".to_string(),
+                format!("the COPY committed on the other shards, but {unresolved}"),
+            )),
+            (Some((code, message)), None) => Some((
+                code,
+                format!("the COPY was rolled back on every shard: {message}"),
+            )),
+            (Some((code, message)), Some(unresolved)) => Some((
+                code,
+                format!("the COPY failed ({message}) and could not be rolled back everywhere: {unresolved}"),
+            )),
+        };
+        match failure {
+            None => codec::command_complete(&mut self.to_client, &format!("COPY {rows}")),
+            Some((code, message)) => {
+                codec::error_fields(&mut self.to_client, b'E', "ERROR", &code, &message, None)
             }
-            Err((code, message)) => {
-                codec::error_fields(&mut self.to_client, b'E', "ERROR", &code, &message, None);
-                if !copy.extended {
-                    codec::ready_for_query(&mut self.to_client, b'I');
-                }
-                // Their state after a failure is not worth trusting: closed.
-                drop(copy.conns);
-            }
+        }
+        if !copy.extended {
+            codec::ready_for_query(&mut self.to_client, b'I');
         }
         Flow::Continue
     }
@@ -235,14 +272,19 @@ async fn send_buffers(copy: &mut CopySplit, at_least: usize) -> Result<(), Strin
     Ok(())
 }
 
-/// Ends every shard's COPY, prepares every transaction, then commits them all; on any failure
-/// rolls back everywhere. The row count, or the SQLSTATE and message to report.
-async fn commit_all(copy: &mut CopySplit) -> Result<u64, (String, String)> {
+/// Ends every shard's COPY and prepares its transaction (phase one). The rows copied, and the
+/// first problem (SQLSTATE, message) if a shard failed.
+async fn prepare_all(
+    participants: &mut [two_phase::Participant],
+    gid: &str,
+) -> (u64, Option<(String, String)>) {
     let mut done = BytesMut::new();
     codec::put_frame(&mut done, b'c', b"");
     let mut rows = 0u64;
-    let mut failure: Option<(String, String)> = None;
-    for (shard, conn) in copy.conns.iter_mut().enumerate() {
+    for p in participants.iter_mut() {
+        let Some(conn) = p.conn.as_mut() else {
+            continue;
+        };
         match finish_statement(conn, &done).await {
             Ok(tag) => {
                 rows += tag
@@ -251,53 +293,35 @@ async fn commit_all(copy: &mut CopySplit) -> Result<u64, (String, String)> {
                     .unwrap_or(0);
             }
             Err((code, message)) => {
-                failure.get_or_insert((code, format!("shard {shard}: {message}")));
+                return (rows, Some((code, format!("shard {}: {message}", p.shard))))
             }
         }
     }
-    if failure.is_none() {
-        for (shard, conn) in copy.conns.iter_mut().enumerate() {
-            let prepare = format!("PREPARE TRANSACTION '{}'", copy.gid);
-            if let Err(e) = conn.run_hidden(&prepare).await {
-                failure = Some((
-                    "55000".to_string(),
-                    format!(
-                        "shard {shard} could not prepare the COPY for a two-phase commit ({e}); \
-                         it needs max_prepared_transactions > 0 on every shard"
-                    ),
-                ));
-                break;
+    for p in participants.iter_mut() {
+        let Some(conn) = p.conn.as_mut() else {
+            continue;
+        };
+        match conn
+            .run_hidden(&format!("PREPARE TRANSACTION '{gid}'"))
+            .await
+        {
+            Ok(_) => p.prepared = true,
+            Err(e) => {
+                return (
+                    rows,
+                    Some((
+                        "55000".to_string(),
+                        format!(
+                            "shard {} could not prepare the COPY for a two-phase commit ({e}); \
+                             it needs max_prepared_transactions > 0 on every shard",
+                            p.shard
+                        ),
+                    )),
+                )
             }
         }
     }
-    let finish = if failure.is_some() {
-        "ROLLBACK PREPARED"
-    } else {
-        "COMMIT PREPARED"
-    };
-    for (shard, conn) in copy.conns.iter_mut().enumerate() {
-        let _ = conn.run_hidden("ROLLBACK").await;
-        if let Err(e) = conn.run_hidden(&format!("{finish} '{}'", copy.gid)).await {
-            if failure.is_none() {
-                tracing::error!(shard, gid = %copy.gid, error = %e, "COMMIT PREPARED of a split COPY failed");
-                failure = Some((
-                    "08006".to_string(),
-                    format!(
-                        "COMMIT PREPARED '{}' failed on shard {shard} ({e}); run it there once \
-                         the shard is back",
-                        copy.gid
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some((code, message)) = failure {
-        return Err((
-            code,
-            format!("the COPY was rolled back on every shard: {message}"),
-        ));
-    }
-    Ok(rows)
+    (rows, None)
 }
 
 /// Brings the connection to the client's settings, opens a transaction and the COPY; returns
@@ -366,14 +390,13 @@ async fn finish_statement(conn: &mut PooledConn, frame: &[u8]) -> Result<String,
     }
 }
 
-/// Ends a shard's COPY with CopyFail and rolls its transaction back.
+/// Ends a shard's COPY with CopyFail (its transaction is rolled back in phase two).
 async fn abort_copy(conn: &mut PooledConn, why: &str) {
     let mut fail = BytesMut::new();
     let at = codec::begin(&mut fail, b'f');
     codec::put_cstr(&mut fail, why.as_bytes());
     codec::finish(&mut fail, at);
     let _ = finish_statement(conn, &fail).await;
-    let _ = conn.run_hidden("ROLLBACK").await;
 }
 
 /// The row format the splitter needs, from the statement's options (text and CSV; binary is

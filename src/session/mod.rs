@@ -18,6 +18,7 @@ mod scatter;
 mod server_side;
 mod sharded;
 mod startup;
+mod two_phase;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU64};

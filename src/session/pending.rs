@@ -25,6 +25,9 @@ pub enum Expect {
     Execute,
     /// Everything up to `ReadyForQuery` (Sync, simple Query, FunctionCall).
     UntilReady,
+    /// A query the proxy sent in place of a client's Sync, whose error the client already got:
+    /// everything is hidden but the `ReadyForQuery`.
+    QuietUntilReady,
     /// A reply the proxy makes itself, sent when its turn comes.
     Synthetic(Bytes),
 }
@@ -95,6 +98,19 @@ impl Pending {
 
     /// Accounts for one server frame. `body` is given for error frames (needed for renaming).
     pub fn on_frame(&mut self, tag: u8, body: &[u8], events: &mut Vec<Event>) -> Action {
+        if matches!(self.queue.front(), Some(Expect::QuietUntilReady)) {
+            return match tag {
+                b'Z' => {
+                    self.queue.pop_front();
+                    Action::Forward
+                }
+                b'E' => {
+                    events.push(Event::Error);
+                    Action::Swallow
+                }
+                _ => Action::Swallow,
+            };
+        }
         match tag {
             b'1' => match self.queue.pop_front() {
                 Some(Expect::Parse { swallow, track }) => {

@@ -71,14 +71,25 @@ pub(super) struct Routing {
     /// A `BEGIN` the proxy answered itself: it is sent ahead of the transaction's first unit, once
     /// that unit's shard is known.
     pub(super) deferred_begin: Option<DeferredBegin>,
+    /// The first unit of a deferred transaction failed: the client is in an aborted transaction
+    /// that no server has; only COMMIT/ROLLBACK end it.
+    pub(super) deferred_failed: bool,
+    /// A Flush-ended unit was refused inside a transaction: the client's next Sync makes the
+    /// server fail the transaction (with this reason) before answering.
+    pub(super) abort_at_sync: Option<String>,
     held: BytesMut,
     /// The held messages end a unit (Sync, Flush or a simple query came).
     held_ready: bool,
     /// A unit routed to a replica was sent in full: what the client sends next (pipelining) waits
     /// until it has been answered, so it is routed on its own rather than follow it to the replica.
     busy: bool,
+    /// Held messages arrived while busy (sharded clients): they are noted for routing one unit at
+    /// a time, when dispatched.
+    unnoted: bool,
     /// No message of the held unit changes the client's statement names (so it can be replayed).
     retryable: bool,
+    /// Named statements parsed in the held unit (registered only when it is sent): name, plan, text.
+    unit_statements: Vec<(Vec<u8>, Arc<Plan>, Arc<str>)>,
     /// The unnamed statement's plan, text and parameter types (its keys are read at Bind).
     unnamed_plan: Option<(Arc<Plan>, Arc<str>, Bytes)>,
     retry: Option<Retry>,
@@ -112,9 +123,13 @@ impl Routing {
             unit: UnitRouter::default(),
             shard_fold: ShardFold::default(),
             deferred_begin: None,
+            deferred_failed: false,
+            abort_at_sync: None,
             held: BytesMut::new(),
             held_ready: false,
             busy: false,
+            unnoted: false,
+            unit_statements: Vec::new(),
             retryable: true,
             unnamed_plan: None,
             retry: None,
@@ -135,7 +150,26 @@ impl Routing {
 
     /// The client is inside a transaction the proxy has not sent anywhere yet.
     pub(super) fn in_deferred_transaction(&self) -> bool {
-        self.deferred_begin.is_some()
+        self.deferred_begin.is_some() || self.deferred_failed
+    }
+
+    /// The transaction status to report while no server is attached.
+    pub(super) fn idle_status(&self) -> u8 {
+        if self.deferred_failed {
+            b'E'
+        } else if self.deferred_begin.is_some() {
+            b'T'
+        } else {
+            b'I'
+        }
+    }
+
+    /// The transaction's first unit failed: the client's transaction is now aborted.
+    fn deferred_unit_failed(&mut self, had_deferred: bool) {
+        if had_deferred {
+            self.deferred_begin = None;
+            self.deferred_failed = true;
+        }
     }
 
     /// Held messages reached the limit while a replica answers: stop reading the client (TCP
@@ -159,6 +193,19 @@ impl Routing {
         }
     }
 
+    /// A statement over several shards wrote on `shards`' primaries: reads wait for their replicas.
+    pub(super) fn note_writes(&mut self, shards: &[usize]) {
+        let now = Instant::now();
+        for &shard in shards {
+            if let Some(write) = self.writes.get_mut(shard) {
+                *write = LastWrite {
+                    at: Some(now),
+                    min_lsn: None,
+                };
+            }
+        }
+    }
+
     /// Bytes reached the client: the unit can no longer be sent again.
     pub(super) fn on_client_bytes(&mut self) {
         self.retry = None;
@@ -175,6 +222,27 @@ impl Routing {
     }
 }
 
+/// Whether a client message ends a unit (its answer ends with `ReadyForQuery`, or `Flush` asks for
+/// what is there).
+fn ends_unit(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'S' | b'H' | b'F')
+}
+
+/// Where the first unit of `frames` ends, if it does.
+fn first_unit_end(frames: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) {
+        at += total;
+        if ends_unit(tag) {
+            return Some(at);
+        }
+        if at >= frames.len() {
+            break;
+        }
+    }
+    None
+}
+
 /// Whether a `Close` frame closes a named statement (answered by the proxy in transaction mode).
 pub(super) fn closes_named_statement(frame: &[u8]) -> bool {
     frame.get(codec::HEADER_LEN) == Some(&b'S') && frame.get(codec::HEADER_LEN + 1) != Some(&0)
@@ -186,12 +254,12 @@ impl Session {
         let Some(routing) = self.routing.as_deref() else {
             return false;
         };
-        if routing.busy {
-            return true;
-        }
         // COPY data only ever follows a COPY that is running on the attached server.
         if matches!(tag, b'd' | b'c' | b'f') || self.copy_in {
             return false;
+        }
+        if routing.busy {
+            return true;
         }
         // Inside a transaction, a sharded client's units are still checked: they must stay on the
         // transaction's shard.
@@ -210,6 +278,15 @@ impl Session {
             None => return Flow::Continue,
         };
         let quiet = !busy && nothing_held;
+        if busy && self.shared.sharding.is_some() {
+            // Noted when its turn comes: each pipelined unit is routed on its own.
+            if let Some(routing) = self.routing.as_deref_mut() {
+                routing.held.extend_from_slice(&frame);
+                routing.unnoted = true;
+                routing.held_ready |= ends_unit(tag);
+            }
+            return Flow::Continue;
+        }
         if quiet && tag == b'C' && closes_named_statement(&frame) {
             return self.on_close_statement(&frame);
         }
@@ -229,7 +306,7 @@ impl Session {
             return Flow::Continue;
         };
         routing.held.extend_from_slice(&frame);
-        let ends_unit = matches!(tag, b'Q' | b'S' | b'H');
+        let ends_unit = ends_unit(tag);
         routing.held_ready |= ends_unit;
         if !busy && (ends_unit || routing.held.len() > MAX_HELD_BYTES) {
             return self.dispatch_unit().await;
@@ -296,6 +373,9 @@ impl Session {
                 if let Some(routing) = self.routing.as_deref_mut() {
                     if named {
                         routing.retryable = false;
+                        routing
+                            .unit_statements
+                            .push((name.to_vec(), plan, Arc::from(sql)));
                     } else {
                         routing.unnamed_plan = Some((plan, Arc::from(sql), types));
                     }
@@ -313,9 +393,18 @@ impl Session {
                         .as_ref()
                         .map(|(plan, sql, _)| (plan.clone(), sql.clone()))
                 } else {
-                    self.statements
-                        .get(name)
-                        .map(|s| (s.plan.clone(), s.sql.clone()))
+                    // A statement parsed earlier in this unit is not registered yet.
+                    let in_unit = routing
+                        .unit_statements
+                        .iter()
+                        .rev()
+                        .find(|(n, _, _)| n.as_slice() == name)
+                        .map(|(_, plan, sql)| (plan.clone(), sql.clone()));
+                    in_unit.or_else(|| {
+                        self.statements
+                            .get(name)
+                            .map(|s| (s.plan.clone(), s.sql.clone()))
+                    })
                 };
                 if let Some((plan, sql)) = plan {
                     routing.unit.add(&plan, &routing.catalog.current());
@@ -351,6 +440,26 @@ impl Session {
 
     /// Routes the held unit (if any), attaches a server for it and sends it.
     pub(super) async fn dispatch_unit(&mut self) -> Flow {
+        if let Some(routing) = self.routing.as_deref_mut().filter(|r| r.unnoted) {
+            // Pipelined units of a sharded client: the first one alone, noted now.
+            let Some(end) = first_unit_end(&routing.held) else {
+                return Flow::Continue;
+            };
+            let frames = routing.held.split_to(end).freeze();
+            routing.held_ready = first_unit_end(&routing.held).is_some();
+            routing.unnoted = !routing.held.is_empty();
+            let mut at = 0;
+            while let Ok(Some((tag, total))) = codec::peek_header(&frames[at..], usize::MAX) {
+                if let Err(message) = self.note_for_routing(tag, &frames[at..at + total]) {
+                    return self.protocol_violation(&message).await;
+                }
+                at += total;
+                if at >= frames.len() {
+                    break;
+                }
+            }
+            return self.dispatch(frames).await;
+        }
         match self.routing.as_deref_mut() {
             Some(routing) if !routing.held.is_empty() => {
                 routing.held_ready = false;
@@ -363,6 +472,9 @@ impl Session {
 
     /// Routes a complete unit (its messages are `frames`), attaches a server for it and sends it.
     async fn dispatch(&mut self, frames: Bytes) -> Flow {
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.unit_statements.clear();
+        }
         let mut deferred_begin = None;
         if self.shared.sharding.is_some() {
             let placement = self.place_unit(&frames);
@@ -383,11 +495,25 @@ impl Session {
             match placement {
                 Placement::One { .. } if !attached => {}
                 Placement::Answered => return Flow::Continue,
+                Placement::Aborted => {
+                    let mut error = BytesMut::new();
+                    codec::error_fields(
+                        &mut error,
+                        b'E',
+                        "ERROR",
+                        "25P02",
+                        "current transaction is aborted, commands ignored until end of transaction block",
+                        None,
+                    );
+                    self.refuse_with_frame(&error, &frames);
+                    return Flow::Continue;
+                }
                 Placement::Refuse(reason) if self.server.is_some() => {
                     return self.refuse_in_transaction(&reason, &frames)
                 }
                 Placement::Refuse(reason) => {
-                    routing.deferred_begin = None;
+                    let had_deferred = routing.deferred_begin.is_some();
+                    routing.deferred_unit_failed(had_deferred);
                     let error = RouteError::Refused(ClientError::ShardRouting(reason));
                     self.refuse_unit(&error, &frames);
                     return Flow::Continue;
@@ -429,12 +555,18 @@ impl Session {
         let target = match self.attach_for(decision, &mut tried).await {
             Ok(target) => target,
             Err(error) => {
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    routing.deferred_unit_failed(deferred_begin.is_some());
+                }
                 self.refuse_unit(&error, &frames);
                 return Flow::Continue;
             }
         };
         if let Some(begin) = deferred_begin {
             if let Err(error) = self.open_deferred_transaction(&begin.sql).await {
+                if let Some(routing) = self.routing.as_deref_mut() {
+                    routing.deferred_unit_failed(true);
+                }
                 self.refuse_unit(&error, &frames);
                 return Flow::Continue;
             }
@@ -496,6 +628,7 @@ impl Session {
 
     /// Answers each batch of `frames` with `error_frame` (see [`Session::refuse_unit`]).
     pub(super) fn refuse_with_frame(&mut self, error_frame: &[u8], frames: &[u8]) {
+        let status = self.routing.as_ref().map_or(b'I', |r| r.idle_status());
         let mut at = 0;
         let mut open_batch = false;
         while at < frames.len() {
@@ -504,10 +637,10 @@ impl Session {
             };
             at += total;
             match tag {
-                b'Q' | b'S' => {
+                b'Q' | b'S' | b'F' => {
                     self.to_client.extend_from_slice(error_frame);
                     self.pending.drain_synthetic(&mut self.to_client);
-                    codec::ready_for_query(&mut self.to_client, b'I');
+                    codec::ready_for_query(&mut self.to_client, status);
                     open_batch = false;
                 }
                 b'H' => {}

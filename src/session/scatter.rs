@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::fanout::{self, ShardCall, ShardFailure, ShardReply};
 use super::routing::Target;
+use super::two_phase;
 use super::{Flow, Session};
 use crate::error::ClientError;
 use crate::pool::{Pool, PooledConn};
@@ -136,6 +137,12 @@ impl Session {
                     };
                     request.sql = sql;
                     request.extended = Some((types, tail));
+                }
+                // Close of a named statement: forgotten by this client (as a server would).
+                b'C' if body.first() == Some(&b'S') => {
+                    reader.u8().map_err(|_| bad("Close"))?;
+                    let name = reader.cstr().map_err(|_| bad("Close"))?;
+                    self.statements.remove(name);
                 }
                 b'D' => {
                     request.describe_statement |= reader.u8().map_err(|_| bad("Describe"))? == b'S';
@@ -353,6 +360,10 @@ impl Session {
             self.answer_error(&out, request);
             return Ok(());
         }
+        let written: Vec<usize> = replies.iter().map(|r| r.shard).collect();
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.note_writes(&written);
+        }
         let tag = sum_tags(
             replies
                 .iter()
@@ -394,60 +405,80 @@ impl Session {
             .map_err(|e| ClientError::ShardRouting(e.to_string()))?;
         let gid = format!("pgscale_{:016x}", rand::random::<u64>());
         let mut calls = Vec::new();
+        let mut pools = Vec::new();
         for (shard, sql) in &parts {
             let text = format!("BEGIN; {sql}; PREPARE TRANSACTION '{gid}'");
+            let pool = self.primary_pool_of(*shard);
+            pools.push(pool.clone());
             calls.push(ShardCall {
                 shard: *shard,
-                pool: self.primary_pool_of(*shard),
+                pool,
                 frames: fanout::simple_frames(&text),
                 probe_collation: false,
             });
         }
-        let (mut conns, replies) = self.run_calls(calls).await?;
-        let failed = replies.iter().find(|r| r.error.is_some());
-        let finish = if failed.is_some() {
-            "ROLLBACK PREPARED"
-        } else {
-            "COMMIT PREPARED"
-        };
-        let mut finish_failed = None;
-        for (conn, reply) in conns.iter_mut().zip(&replies) {
-            let prepared = reply.tags.iter().any(|t| t == "PREPARE TRANSACTION");
-            if !prepared {
-                if reply.status != b'I' {
-                    let _ = conn.run_hidden("ROLLBACK").await;
+        let results = fanout::run_all(calls, &self.params).await;
+        let mut participants = Vec::with_capacity(results.len());
+        let mut replies = Vec::new();
+        let mut problem: Option<(String, String)> = None;
+        for ((result, pool), (shard, _)) in results.into_iter().zip(pools).zip(&parts) {
+            match result {
+                Ok((conn, reply)) => {
+                    let prepared = reply.tags.iter().any(|t| t == "PREPARE TRANSACTION");
+                    if let (None, Some((code, message))) = (&problem, reply.error_fields()) {
+                        let hint = if message.contains("prepared transactions are disabled") {
+                            ": a multi-row INSERT across shards commits with two-phase commit, \
+                             which needs max_prepared_transactions > 0 on every shard; raise it \
+                             or insert the rows of each shard separately"
+                        } else {
+                            ""
+                        };
+                        problem = Some((code, format!("shard {shard}: {message}{hint}")));
+                    }
+                    participants.push(two_phase::Participant {
+                        shard: *shard,
+                        pool,
+                        conn: Some(conn),
+                        prepared,
+                        clean: true,
+                    });
+                    replies.push(reply);
                 }
-                continue;
-            }
-            if let Err(e) = conn.run_hidden(&format!("{finish} '{gid}'")).await {
-                tracing::error!(shard = reply.shard, %gid, error = %e, "finishing a two-phase insert failed");
-                finish_failed.get_or_insert((reply.shard, e.to_string()));
+                Err(failure) => {
+                    problem.get_or_insert(("08006".to_string(), failure.to_string()));
+                    participants.push(two_phase::Participant {
+                        shard: *shard,
+                        pool,
+                        conn: None,
+                        prepared: false,
+                        clean: false,
+                    });
+                }
             }
         }
-        fanout::release_all(conns, &vec![b'I'; replies.len()]);
-        if let Some(reply) = failed {
-            let (code, message) = reply.error_fields().unwrap_or_default();
-            let hint = if message.contains("prepared transactions are disabled") {
-                ": a multi-row INSERT across shards commits with two-phase commit, which needs \
-                 max_prepared_transactions > 0 on every shard; raise it or insert the rows of \
-                 each shard separately"
-            } else {
-                ""
+        let commit = problem.is_none();
+        let finished = two_phase::finish(&mut participants, &gid, commit).await;
+        two_phase::release(participants);
+        let written: Vec<usize> = parts.iter().map(|(shard, _)| *shard).collect();
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.note_writes(&written);
+        }
+        let unresolved = finished.describe(&gid, commit);
+        if let Some((code, message)) = problem {
+            let text = match unresolved {
+                None => format!("the INSERT was rolled back on every shard: {message}"),
+                Some(unresolved) => format!(
+                    "the INSERT failed ({message}) and could not be rolled back everywhere: {unresolved}"
+                ),
             };
-            let text = format!(
-                "the INSERT failed on shard {} and was rolled back on every shard: {message}{hint}",
-                reply.shard
-            );
             let mut out = BytesMut::new();
             codec::error_fields(&mut out, b'E', "ERROR", &code, &text, None);
             self.answer_error(&out, request);
             return Ok(());
         }
-        if let Some((shard, error)) = finish_failed {
+        if let Some(unresolved) = unresolved {
             return Err(ClientError::ShardUnavailable(format!(
-                "COMMIT PREPARED '{gid}' failed on shard {shard} ({error}); the other shards \
-                 committed. The prepared transaction stays on that shard: run COMMIT PREPARED \
-                 '{gid}' there once it is back"
+                "the INSERT committed on the other shards, but {unresolved}"
             )));
         }
         let rows: u64 = replies
@@ -456,7 +487,20 @@ impl Session {
             .filter_map(|t| t.strip_prefix("INSERT 0 "))
             .filter_map(|n| n.parse::<u64>().ok())
             .sum();
-        self.answer(request, None, None, &[], &format!("INSERT 0 {rows}"));
+        // RETURNING: the rows of every shard, in shard order.
+        let row_desc = replies.iter().find_map(|r| r.row_desc.clone()).map(|d| {
+            let mut frame = BytesMut::new();
+            codec::put_frame(&mut frame, b'T', &d);
+            frame
+        });
+        let mut returned = BytesMut::new();
+        for reply in &replies {
+            for row in &reply.rows {
+                codec::put_frame(&mut returned, b'D', row);
+            }
+        }
+        let tag = format!("INSERT 0 {rows}");
+        self.answer(request, None, row_desc.as_deref(), &returned, &tag);
         Ok(())
     }
 
@@ -498,6 +542,7 @@ impl Session {
                     out.extend_from_slice(rows);
                     codec::command_complete(out, tag);
                 }
+                b'C' => codec::put_frame(out, b'3', b""),
                 b'S' => codec::ready_for_query(out, b'I'),
                 _ => {}
             }

@@ -107,6 +107,14 @@ impl Session {
                 b'Z' => self.status = body.first().copied().unwrap_or(b'I'),
                 _ => {}
             }
+            if tag == b'Z' && self.status == b'I' {
+                // A unit that only prepared or described ran outside the client's deferred
+                // transaction: the client is still in it.
+                let status = self.routing.as_ref().map_or(b'I', |r| r.idle_status());
+                if let Some(byte) = buf.get_mut(pos + codec::HEADER_LEN) {
+                    *byte = status;
+                }
+            }
             match action {
                 Action::Forward => {}
                 Action::Swallow => {

@@ -26,6 +26,8 @@ pub(super) enum Placement {
     Answered,
     /// Refused with this reason.
     Refuse(String),
+    /// The client's transaction failed before reaching a server: refused until it ends.
+    Aborted,
 }
 
 impl Session {
@@ -172,6 +174,17 @@ impl Session {
         let unit = routing.shard_fold.decide();
         let executes = !routing.shard_fold.is_empty();
         routing.shard_fold = Default::default();
+        if self.server.is_none() && routing.deferred_failed {
+            if single_query.as_deref().and_then(ends_transaction).is_some() {
+                routing.deferred_failed = false;
+                routing.unit = Default::default();
+                // Postgres answers COMMIT of an aborted transaction with ROLLBACK.
+                codec::command_complete(&mut self.to_client, "ROLLBACK");
+                codec::ready_for_query(&mut self.to_client, b'I');
+                return Placement::Answered;
+            }
+            return Placement::Aborted;
+        }
         if !in_transaction && self.server.is_none() {
             match (kind, routing.deferred_begin.is_some()) {
                 (Some(Kind::Begin { read_only }), false) => {
@@ -201,7 +214,8 @@ impl Session {
                 _ => {}
             }
         }
-        let bound = in_transaction.then_some(routing.shard);
+        // A server still attached (a transaction, or a unit ended by Flush) keeps the shard.
+        let bound = self.server.is_some().then_some(routing.shard);
         let unit = match (unit, routing.deferred_begin.is_some()) {
             (UnitShards::Many(_), true) => UnitShards::Refuse(
                 "statements over several shards (a key-less read, DDL, a broadcast write or a \
@@ -229,19 +243,48 @@ impl Session {
     pub(super) fn refuse_in_transaction(&mut self, reason: &str, frames: &[u8]) -> Flow {
         tracing::info!(%reason, "refused a statement inside a sharded transaction");
         if !ends_with_sync_or_query(frames) {
+            // Ended by Flush: the client gets the error now; the server is made to fail the
+            // transaction in place of the client's next Sync.
             ClientError::ShardRouting(reason.to_string()).write_as_error(&mut self.to_client);
             self.ignore_till_sync = true;
+            if let Some(routing) = self.routing.as_deref_mut() {
+                routing.abort_at_sync = Some(reason.to_string());
+            }
             return Flow::Continue;
         }
-        let sql = format!(
-            "DO $pgscale$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = '{}'; END $pgscale$",
-            reason.replace('\'', "''").replace('$', "")
-        );
-        let mut frame = BytesMut::new();
-        codec::query(&mut frame, &sql);
-        self.forward_query_frame(&frame);
+        self.forward_query_frame(&raise_frame(reason), false);
         Flow::Continue
     }
+
+    /// The client's Sync after a refused Flush-ended unit: the server fails the transaction (its
+    /// error hidden: the client has it), and its `ReadyForQuery` answers the Sync.
+    pub(super) fn abort_instead_of_sync(&mut self) -> bool {
+        let Some(reason) = self
+            .routing
+            .as_deref_mut()
+            .and_then(|r| r.abort_at_sync.take())
+        else {
+            return false;
+        };
+        if self.server.is_none() {
+            return false;
+        }
+        self.forward_query_frame(&raise_frame(&reason), true);
+        true
+    }
+}
+
+/// A query that makes the server raise `reason` (SQLSTATE 0A000). The message travels hex-encoded,
+/// so no setting (`standard_conforming_strings`) or character in it can break the statement.
+fn raise_frame(reason: &str) -> BytesMut {
+    let hex: String = reason.bytes().map(|b| format!("{b:02x}")).collect();
+    let sql = format!(
+        "DO $pgscale$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
+         MESSAGE = convert_from(decode('{hex}', 'hex'), 'UTF8'); END $pgscale$"
+    );
+    let mut frame = BytesMut::new();
+    codec::query(&mut frame, &sql);
+    frame
 }
 
 /// The text of `frames` when they are exactly one simple query.
@@ -265,7 +308,7 @@ fn ends_transaction(sql: &str) -> Option<&'static str> {
     let rest = sql.trim_start()[first.len()..]
         .trim_start()
         .to_ascii_lowercase();
-    if rest.starts_with("to") || rest.starts_with("prepared") {
+    if rest.starts_with("to") || rest.starts_with("prepared") || rest.contains("chain") {
         return None;
     }
     match first.as_str() {

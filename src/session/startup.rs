@@ -83,7 +83,16 @@ pub(super) async fn login(
     };
 
     let topology = &shared.topology;
-    let pool = pool_for(shared, &topology.shards[0].primary, &database, user);
+    // Unsharded statements (and session-mode clients) use the default shard.
+    let default_shard = config
+        .default_shard_index()
+        .min(topology.shards.len().saturating_sub(1));
+    let pool = pool_for(
+        shared,
+        &topology.shards[default_shard].primary,
+        &database,
+        user,
+    );
     let mode = config.pool.mode;
     let splits =
         config.routing.read_write_split && topology.shards.iter().any(|s| !s.replicas.is_empty());
