@@ -146,3 +146,40 @@ async fn copy_rows_go_to_their_shards_all_or_nothing() {
     assert_eq!(count, vec![vec![Some("3000".to_string())]]);
     env.stop().await;
 }
+
+/// Unsharded tables keep working next to sharded ones: `pgbench -i` (CREATE, `COPY … FREEZE`,
+/// VACUUM) and a pgbench run through a sharded pgscale, all on the default shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_on_the_default_shard_of_a_sharded_topology() {
+    let env = Env::start_with_shards(3, 0, SAMPLE_SHARDING, |_| {}).await;
+    let url = env.url("app", APP_PASSWORD, "app");
+    let mut init = std::process::Command::new(pg_tool("pgbench"));
+    init.args(["-i", "-s", "1", "-q"]).arg(&url);
+    let output = run_command(init).await;
+    assert!(output.status.success(), "{output:?}");
+    let mut bench = std::process::Command::new(pg_tool("pgbench"));
+    bench
+        .args(["-c", "4", "-j", "2", "-t", "200", "-M", "prepared"])
+        .arg(&url);
+    let output = run_command(bench).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+    for shard in 0..3 {
+        let direct = env.direct_to_shard(shard).await;
+        let exists: bool = direct
+            .query_one("select to_regclass('pgbench_accounts') is not null", &[])
+            .await
+            .expect("regclass")
+            .get(0);
+        assert_eq!(
+            exists,
+            shard == 0,
+            "pgbench's tables live on the default shard"
+        );
+    }
+    env.stop().await;
+}

@@ -65,6 +65,30 @@ impl Rules {
             .map(String::as_str)
     }
 
+    /// Every table name the rules list, sharded or reference.
+    pub fn listed_names(&self) -> impl Iterator<Item = &str> {
+        self.tables
+            .keys()
+            .map(String::as_str)
+            .chain(self.reference.iter().map(String::as_str))
+    }
+
+    /// Whether `text` mentions a listed table as a whole word anywhere (also in strings and
+    /// comments, case-insensitively): for text that could not be parsed, a mention is the only
+    /// sign it may touch sharded rows, so any mention counts.
+    pub fn mentioned_in(&self, text: &str) -> bool {
+        let lower = text.to_lowercase();
+        let bytes = lower.as_bytes();
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        self.listed_names().any(|name| {
+            lower.match_indices(name).any(|(at, _)| {
+                let before = at.checked_sub(1).map(|i| bytes[i]);
+                let after = bytes.get(at + name.len()).copied();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            })
+        })
+    }
+
     pub fn tables(&self) -> impl Iterator<Item = &ShardedTable> {
         self.tables.values()
     }

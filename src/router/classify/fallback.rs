@@ -37,7 +37,7 @@ pub(super) fn classify_pieces(sql: &str, rules: &Rules) -> Box<[StatementPlan]> 
     }
     if plans.is_empty() {
         let mut plan = StatementPlan::of(Kind::Write(WriteReason::Unparsable));
-        plan.shard = shard.unparsable(plan.kind);
+        plan.shard = shard.unparsable(plan.kind, sql);
         plans.push(plan);
     }
     plans.into_boxed_slice()
@@ -74,14 +74,15 @@ impl<'a> Shard<'a> {
     }
 
     /// The sharding plan of a statement nobody could parse: fine only if it merely steers the
-    /// session or the transaction; function DDL goes to every shard.
-    fn unparsable(&self, kind: Kind) -> crate::sharding::ShardPlan {
+    /// session or the transaction, or names no sharded or reference table at all (then it can
+    /// only concern unsharded tables, on the default shard); function DDL goes to every shard.
+    fn unparsable(&self, kind: Kind, piece: &str) -> crate::sharding::ShardPlan {
         if self.rules.is_empty() {
             return crate::sharding::ShardPlan::Unsharded;
         }
         match kind {
             Kind::Write(WriteReason::FunctionDdl) => crate::sharding::ShardPlan::Ddl,
-            Kind::Write(_) | Kind::Read => unparsable_plan(false),
+            Kind::Write(_) | Kind::Read => unparsable_plan(!self.rules.mentioned_in(piece)),
             _ => unparsable_plan(true),
         }
     }
@@ -104,7 +105,7 @@ fn piece_plan(piece: &str, shard: &mut Shard) -> StatementPlan {
     }
     let kind = piece_kind(piece, &words, locking);
     StatementPlan {
-        shard: shard.unparsable(kind),
+        shard: shard.unparsable(kind, piece),
         ..StatementPlan::of(kind)
     }
 }

@@ -61,7 +61,14 @@ fn literals_count_from_the_start_of_the_query_string() {
 #[test]
 fn unparsable_statements() {
     let refused = |plans: Vec<ShardPlan>| plans.iter().all(|p| matches!(p, ShardPlan::Refused(_)));
-    assert!(refused(shards("this is not sql 42")));
+    assert!(refused(shards("this is not sql about Users 42")));
+    // Text that names no listed table can only concern unsharded tables (the default shard).
+    assert_eq!(shards("this is not sql 42"), [ShardPlan::Unsharded]);
+    assert_eq!(
+        shards("COPY pgbench_accounts FROM STDIN WITH (FREEZE ON)"),
+        [ShardPlan::Unsharded]
+    );
+    assert!(refused(shards("COPY users FROM STDIN WITH (FREEZE ON)")));
     assert!(refused(shards("DO $$ BEGIN DELETE FROM users; END $$")));
     assert_eq!(
         shards("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"),
