@@ -289,6 +289,24 @@ impl Env {
         }
     }
 
+    /// The shards whose primary has `table` (checked straight on each).
+    pub async fn shards_with_table(&self, table: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        for shard in 0..self.shard_count() {
+            let exists: bool = self
+                .direct_to_shard(shard)
+                .await
+                .query_one("select to_regclass($1) is not null", &[&table])
+                .await
+                .expect("to_regclass")
+                .get(0);
+            if exists {
+                found.push(shard);
+            }
+        }
+        found
+    }
+
     /// Connects as superuser straight to `server` (the primary or a replica), database `app`.
     pub async fn direct_to(&self, server: &LocalPostgres) -> Client {
         connect(&format!(
