@@ -7,14 +7,6 @@ mod common;
 use common::{simple_rows, sqlstate, Env};
 use pgscale::demo::{SAMPLE_SCHEMA, SAMPLE_SHARDING};
 
-/// The shard index that owns user key `key`, computed by the library outside the proxy.
-fn owner(env: &Env, key: i64) -> usize {
-    let config = env.proxy.as_ref().expect("proxy").shared().config.clone();
-    pgscale::shard_of::shard_of(&config, Some("users"), &key.to_string())
-        .expect("shard-of")
-        .index
-}
-
 async fn start() -> Env {
     let env = Env::start_with_shards(3, 0, SAMPLE_SHARDING, |_| {}).await;
     env.exec_on_all_shards(SAMPLE_SCHEMA).await;
@@ -61,7 +53,7 @@ async fn ten_thousand_users_land_on_the_shard_shard_of_names() {
             .collect();
         assert!(ids.len() > 2_500, "shard {shard} has {} users", ids.len());
         for id in &ids {
-            assert_eq!(owner(&env, *id), shard, "user {id} is on shard {shard}");
+            assert_eq!(env.user_shard(*id), shard, "user {id} is on shard {shard}");
         }
         let users_of_pitches: Vec<i64> = direct
             .query("select user_id from pitches", &[])
@@ -72,7 +64,7 @@ async fn ten_thousand_users_land_on_the_shard_shard_of_names() {
             .collect();
         for user in &users_of_pitches {
             assert_eq!(
-                owner(&env, *user),
+                env.user_shard(*user),
                 shard,
                 "pitch of user {user} is on shard {shard}"
             );
@@ -104,8 +96,8 @@ async fn ten_thousand_users_land_on_the_shard_shard_of_names() {
         assert!(output.status.success(), "{output:?}");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let name = stdout.split_whitespace().next().unwrap_or_default();
-        assert_eq!(name, format!("shard{}", owner(&env, key)), "key {key}");
-        let direct = env.direct_to_shard(owner(&env, key)).await;
+        assert_eq!(name, format!("shard{}", env.user_shard(key)), "key {key}");
+        let direct = env.direct_to_shard(env.user_shard(key)).await;
         let found: i64 = direct
             .query_one("select count(*) from users where id = $1", &[&key])
             .await
@@ -121,7 +113,7 @@ async fn ten_thousand_users_land_on_the_shard_shard_of_names() {
 fn keys_on_two_shards(env: &Env) -> (i64, i64) {
     let a = 1i64;
     let b = (2..1000)
-        .find(|k| owner(env, *k) != owner(env, a))
+        .find(|k| env.user_shard(*k) != env.user_shard(a))
         .expect("another shard");
     (a, b)
 }
@@ -131,7 +123,7 @@ async fn keyed_statements_reach_their_shard_and_transactions_stay_on_one() {
     let env = start().await;
     let mut app = env.app().await;
     let (a, b) = keys_on_two_shards(&env);
-    let port_of = |k: i64| i32::from(env.shard_primary(owner(&env, k)).port());
+    let port_of = |k: i64| i32::from(env.shard_primary(env.user_shard(k)).port());
 
     // Simple protocol, literal key; extended protocol, binary parameter; prepared once, run on
     // several shards.
@@ -227,7 +219,7 @@ async fn keyed_statements_reach_their_shard_and_transactions_stay_on_one() {
     .await
     .expect("insert");
     tx.commit().await.expect("commit");
-    let direct = env.direct_to_shard(owner(&env, b)).await;
+    let direct = env.direct_to_shard(env.user_shard(b)).await;
     let name: String = direct
         .query_one("select name from users where id = $1", &[&b])
         .await
@@ -271,7 +263,11 @@ async fn ddl_reaches_every_shard_and_partial_failures_say_where() {
         vec![0],
         "the unlisted table is on the default shard only"
     );
-    assert_eq!(env.shards_with_table("notes").await, vec![0, 1, 2]);
+    assert_eq!(
+        env.shards_with_table("notes").await,
+        vec![0, 1, 2],
+        "every shard has the sharded table"
+    );
     // One shard already has the next table: the client is told which shards have it.
     env.direct_to_shard(1)
         .await
@@ -318,7 +314,7 @@ async fn each_shard_keeps_its_replicas_and_read_write_split() {
         .await
         .expect("prepare");
     for key in [a, b] {
-        let shard = owner(&env, key);
+        let shard = env.user_shard(key);
         let replica_port = i32::from(shard_replicas(&env, shard)[0].port());
         // Right after the write, read-your-writes keeps this client on the primary until the
         // replica has replayed it; then its reads go to the shard's own replica.

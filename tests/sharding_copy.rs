@@ -8,13 +8,6 @@ use common::{pg_tool, run_command, simple_rows, sqlstate, Env, APP_PASSWORD};
 use futures_util::SinkExt;
 use pgscale::demo::{SAMPLE_SCHEMA, SAMPLE_SHARDING};
 
-fn owner(env: &Env, key: i64) -> usize {
-    let config = env.proxy.as_ref().expect("proxy").shared().config.clone();
-    pgscale::shard_of::shard_of(&config, Some("users"), &key.to_string())
-        .expect("shard-of")
-        .index
-}
-
 /// Per shard, the user ids it holds.
 async fn users_by_shard(env: &Env) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
@@ -63,7 +56,7 @@ async fn copy_rows_go_to_their_shards_all_or_nothing() {
     for (shard, ids) in placed.iter().enumerate() {
         assert!(ids.len() > 700, "shard {shard}: {}", ids.len());
         assert!(
-            ids.iter().all(|id| owner(&env, *id) == shard),
+            ids.iter().all(|id| env.user_shard(*id) == shard),
             "shard {shard}"
         );
     }
@@ -99,7 +92,7 @@ async fn copy_rows_go_to_their_shards_all_or_nothing() {
             .expect("pitches")
         {
             let (user, title): (i64, String) = (row.get(0), row.get(1));
-            assert_eq!(owner(&env, user), shard, "pitch of {user}");
+            assert_eq!(env.user_shard(user), shard, "pitch of {user}");
             assert_eq!(title, format!("pitch, \"{user}\"\nline two"));
         }
     }

@@ -272,6 +272,62 @@ impl Env {
         self.direct_to(self.shard_primary(i)).await
     }
 
+    /// The shard that owns user key `key` (table `users`), computed by the library outside the
+    /// proxy, from the proxy's config.
+    pub fn user_shard(&self, key: i64) -> usize {
+        let config = self.proxy.as_ref().expect("proxy").shared().config.clone();
+        pgscale::shard_of::shard_of(&config, Some("users"), &key.to_string())
+            .expect("shard-of")
+            .index
+    }
+
+    /// The first user key from `from` on that shard `shard` owns.
+    pub fn user_key_on(&self, shard: usize, from: i64) -> i64 {
+        (from..from + 10_000)
+            .find(|k| self.user_shard(*k) == shard)
+            .unwrap_or_else(|| panic!("no key from {from} on shard {shard}"))
+    }
+
+    /// The one bigint (a count, say) that `sql` returns on shard `i`'s primary, read directly.
+    pub async fn shard_i64(&self, i: usize, sql: &str) -> i64 {
+        self.direct_to_shard(i)
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("shard {i}: {sql}: {e:?}"))
+            .get(0)
+    }
+
+    /// The shards whose primary returns a positive number for `sql` (see [`Env::shard_i64`]).
+    pub async fn shards_where(&self, sql: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        for shard in 0..self.shard_count() {
+            if self.shard_i64(shard, sql).await > 0 {
+                found.push(shard);
+            }
+        }
+        found
+    }
+
+    /// The shards whose primary holds user `id`, read directly (to catch a row on the wrong shard).
+    pub async fn shards_with_user(&self, id: i64) -> Vec<usize> {
+        self.shards_where(&format!("select count(*) from users where id = {id}"))
+            .await
+    }
+
+    /// The shards whose primary has the table `name`.
+    pub async fn shards_with_table(&self, name: &str) -> Vec<usize> {
+        self.shards_where(&format!("select count(to_regclass('{name}'))"))
+            .await
+    }
+
+    /// A raw protocol client through the proxy, as `trustuser` on database `app`.
+    pub async fn raw(&self) -> raw::RawClient {
+        raw::RawClient::connect(self.port, &[("user", "trustuser"), ("database", APP_USER)])
+            .await
+            .expect("raw login")
+    }
+
     /// Runs `sql` on every shard's primary, straight (not through the proxy), as the `app` user so
     /// the objects it creates are the app's, as if created through the proxy. Does not wait for
     /// replicas to replay it.
@@ -287,24 +343,6 @@ impl Env {
                 .await
                 .unwrap_or_else(|e| panic!("shard {i}: {sql}: {e}"));
         }
-    }
-
-    /// The shards whose primary has `table` (checked straight on each).
-    pub async fn shards_with_table(&self, table: &str) -> Vec<usize> {
-        let mut found = Vec::new();
-        for shard in 0..self.shard_count() {
-            let exists: bool = self
-                .direct_to_shard(shard)
-                .await
-                .query_one("select to_regclass($1) is not null", &[&table])
-                .await
-                .expect("to_regclass")
-                .get(0);
-            if exists {
-                found.push(shard);
-            }
-        }
-        found
     }
 
     /// Connects as superuser straight to `server` (the primary or a replica), database `app`.
@@ -406,6 +444,13 @@ pub async fn try_connect(conn_str: &str) -> Result<Client, tokio_postgres::Error
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Awaits `future` for at most 10 s: a hang fails the test (naming `what`) instead of stalling it.
+pub async fn within<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 10 s"))
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server sent one.

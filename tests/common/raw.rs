@@ -1,5 +1,5 @@
 //! A tiny hand-driven protocol client for tests that need what drivers hide: `BackendKeyData`,
-//! `ParameterStatus`, malformed packets.
+//! `ParameterStatus`, malformed packets, and message sequences drivers never send.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,6 +45,103 @@ pub fn query_frame(sql: &str) -> Vec<u8> {
     let mut body = sql.as_bytes().to_vec();
     body.push(0);
     frame(b'Q', &body)
+}
+
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+}
+
+/// `Parse` of `sql` as statement `name` ("" = unnamed), parameter types left to the server.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, name);
+    cstr(&mut body, sql);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'P', &body)
+}
+
+/// `Bind` of statement `stmt` to `portal` with text parameters and text results.
+pub fn bind(portal: &str, stmt: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = Vec::new();
+    cstr(&mut body, portal);
+    cstr(&mut body, stmt);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        body.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        body.extend_from_slice(p.as_bytes());
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'B', &body)
+}
+
+/// `Execute` of the unnamed portal, all rows.
+pub fn execute() -> Vec<u8> {
+    frame(b'E', b"\0\0\0\0\0")
+}
+
+pub fn sync() -> Vec<u8> {
+    frame(b'S', b"")
+}
+
+pub fn flush() -> Vec<u8> {
+    frame(b'H', b"")
+}
+
+/// `Describe` of a statement (`kind` b'S') or portal (b'P').
+pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut body = vec![kind];
+    cstr(&mut body, name);
+    frame(b'D', &body)
+}
+
+/// `Close` of a statement (`kind` b'S') or portal (b'P').
+pub fn close(kind: u8, name: &str) -> Vec<u8> {
+    let mut body = vec![kind];
+    cstr(&mut body, name);
+    frame(b'C', &body)
+}
+
+/// `FunctionCall` of the function `oid` without arguments, text result.
+pub fn function_call(oid: u32) -> Vec<u8> {
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 6]);
+    frame(b'F', &body)
+}
+
+/// The text fields of a `DataRow` body, joined by `,` (`NULL` for null).
+fn data_row_text(body: &[u8]) -> String {
+    let mut fields = Vec::new();
+    let mut at = 2;
+    while at + 4 <= body.len() {
+        let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+        at += 4;
+        if len < 0 {
+            fields.push("NULL".to_string());
+            continue;
+        }
+        let end = (at + len as usize).min(body.len());
+        fields.push(String::from_utf8_lossy(&body[at..end]).into_owned());
+        at = end;
+    }
+    fields.join(",")
+}
+
+/// A message in a trace: its tag, with the detail tests compare (`Z(T)`, `E(0A000)`,
+/// `C(INSERT 0 1)`, `D(1,alice)`).
+fn trace_item(tag: u8, body: &[u8]) -> String {
+    let detail = match tag {
+        b'Z' => body.first().map(|s| (*s as char).to_string()),
+        b'E' => Some(error_code(body)),
+        b'C' => Some(String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned()),
+        b'D' => Some(data_row_text(body)),
+        _ => None,
+    };
+    match detail {
+        Some(detail) => format!("{}({detail})", tag as char),
+        None => (tag as char).to_string(),
+    }
 }
 
 /// Reads one message, or `None` on EOF / timeout.
@@ -121,6 +218,40 @@ impl RawClient {
                 _ => {}
             }
         }
+    }
+
+    /// Sends `frames` as they are.
+    pub async fn send(&mut self, frames: &[u8]) {
+        self.stream
+            .write_all(frames)
+            .await
+            .expect("send to the proxy");
+    }
+
+    /// Reads messages up to and including the first tagged `stop` and returns them as a trace,
+    /// e.g. `1 2 D(42) C(SELECT 1) Z(I)` (see [`trace_item`]); notices and parameter statuses are
+    /// left out. A read that times out or hits EOF ends the trace with `<TIMEOUT/EOF>`.
+    pub async fn trace_until(&mut self, stop: u8) -> String {
+        let mut trace = Vec::new();
+        loop {
+            let Some((tag, body)) = read_msg(&mut self.stream).await else {
+                trace.push("<TIMEOUT/EOF>".to_string());
+                return trace.join(" ");
+            };
+            if matches!(tag, b'N' | b'S') {
+                continue;
+            }
+            trace.push(trace_item(tag, &body));
+            if tag == stop {
+                return trace.join(" ");
+            }
+        }
+    }
+
+    /// Sends `frames` and traces the answer up to and including `ReadyForQuery`.
+    pub async fn round_trip(&mut self, frames: &[u8]) -> String {
+        self.send(frames).await;
+        self.trace_until(b'Z').await
     }
 
     /// Runs a simple query; returns the first column of each row, or the error's SQLSTATE.
