@@ -186,7 +186,6 @@ async fn split_insert_returning_returns_every_row() {
 /// A split INSERT … RETURNING returns its rows in the order of its VALUES, as Postgres does (ORMs
 /// such as Django's `bulk_create` pair returned ids with their objects by position).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rows come back grouped by shard (shard 0's, then 1's, then 2's), not in VALUES order"]
 async fn split_insert_returning_keeps_the_values_order() {
     let env = start().await;
     let keys: Vec<i64> = [2, 0, 1, 2, 0]
@@ -429,8 +428,6 @@ async fn function_call_is_answered() {
 /// A FunctionCall inside a transaction is part of it, deferred (`BEGIN` alone) or bound to a
 /// shard: what the function writes is gone after `ROLLBACK`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "inside BEGIN (deferred) the call is answered V Z(T), but it ran outside the \
-            transaction: its row on shard 0 survives ROLLBACK"]
 async fn function_call_inside_a_transaction_is_rolled_back_with_it() {
     let env = start().await;
     let (_, bump) = create_functions(&env).await;
@@ -466,8 +463,6 @@ async fn function_call_inside_a_transaction_is_rolled_back_with_it() {
 /// A statement that names no table (`SELECT 1`, as ORMs and pool checks send) inside a
 /// transaction bound to a shard runs there, as it would on one Postgres.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "refused: E(0A000) Z(E), \"this transaction runs on shard 1, and this statement needs \
-            shard 0\" (a table-less statement is placed on the default shard)"]
 async fn table_less_statement_runs_on_the_transaction_shard() {
     let env = start().await;
     let key = env.user_key_on(1, 900);

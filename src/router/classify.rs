@@ -58,11 +58,52 @@ fn with_shard(
         return plan;
     }
     plan.shard = match shard_plan(statement, sql, rules).shift_literals(literals_before) {
-        ShardPlan::ReferenceRead if plan.kind != Kind::Read => ShardPlan::Unsharded,
+        // Any shard answers a read of reference tables (or of no table) alike, unless it calls a
+        // function that may read or write unsharded tables: those live on the default shard.
+        ShardPlan::ReferenceRead
+            if plan.kind != Kind::Read
+                || plan
+                    .functions
+                    .iter()
+                    .any(|f| !SHARD_NEUTRAL_FUNCTIONS.contains(&&**f)) =>
+        {
+            ShardPlan::Unsharded
+        }
         shard => shard,
     };
     plan
 }
+
+/// Built-in functions that read no table: a statement calling only these answers alike on any
+/// shard.
+const SHARD_NEUTRAL_FUNCTIONS: &[&str] = &[
+    "abs",
+    "clock_timestamp",
+    "coalesce",
+    "concat",
+    "current_database",
+    "current_schema",
+    "current_setting",
+    "date_trunc",
+    "greatest",
+    "inet_server_addr",
+    "inet_server_port",
+    "least",
+    "length",
+    "lower",
+    "now",
+    "nullif",
+    "pg_backend_pid",
+    "pg_is_in_recovery",
+    "round",
+    "statement_timestamp",
+    "timeofday",
+    "to_char",
+    "transaction_timestamp",
+    "trim",
+    "upper",
+    "version",
+];
 
 /// sqlparser's statements, or `None` if the text does not parse. A panic inside sqlparser is taken as
 /// a parse failure: a client's text must never take the proxy down.

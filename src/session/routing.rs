@@ -414,6 +414,9 @@ impl Session {
             b'F' => {
                 if let Some(routing) = self.routing.as_deref_mut() {
                     routing.unit.add_function_call();
+                    // It executes: it opens a deferred transaction, on the transaction's shard
+                    // or the default one.
+                    routing.shard_fold.add(crate::sharding::unit::Need::Any);
                 }
             }
             b'C' if closes_named_statement(frame) => {

@@ -487,17 +487,14 @@ impl Session {
             .filter_map(|t| t.strip_prefix("INSERT 0 "))
             .filter_map(|n| n.parse::<u64>().ok())
             .sum();
-        // RETURNING: the rows of every shard, in shard order.
         let row_desc = replies.iter().find_map(|r| r.row_desc.clone()).map(|d| {
             let mut frame = BytesMut::new();
             codec::put_frame(&mut frame, b'T', &d);
             frame
         });
         let mut returned = BytesMut::new();
-        for reply in &replies {
-            for row in &reply.rows {
-                codec::put_frame(&mut returned, b'D', row);
-            }
+        for row in returning_in_values_order(&replies, row_shards) {
+            codec::put_frame(&mut returned, b'D', row);
         }
         let tag = format!("INSERT 0 {rows}");
         self.answer(request, None, row_desc.as_deref(), &returned, &tag);
@@ -598,6 +595,39 @@ fn shard_result_formats(tail: &[u8], f: impl Fn(&[i16]) -> Vec<i16>) -> Result<B
     Ok(out.freeze())
 }
 
+/// RETURNING rows of a split INSERT in the order of its VALUES rows, as one server returns them
+/// (ORMs match returned ids to rows by position). When a shard returned fewer rows than it was
+/// given (`ON CONFLICT DO NOTHING`), that order is unknown: shard by shard.
+fn returning_in_values_order<'a>(
+    replies: &'a [ShardReply],
+    row_shards: &[usize],
+) -> Vec<&'a Bytes> {
+    let per_shard = |shard: usize| {
+        replies
+            .iter()
+            .find(|r| r.shard == shard)
+            .map_or(0, |r| r.rows.len())
+    };
+    let complete = replies
+        .iter()
+        .all(|r| r.rows.len() == row_shards.iter().filter(|&&s| s == r.shard).count())
+        && row_shards.iter().all(|&s| per_shard(s) > 0);
+    if !complete {
+        return replies.iter().flat_map(|r| r.rows.iter()).collect();
+    }
+    let mut next = vec![0usize; replies.len()];
+    let mut out = Vec::with_capacity(row_shards.len());
+    for &shard in row_shards {
+        if let Some(i) = replies.iter().position(|r| r.shard == shard) {
+            if let Some(row) = replies[i].rows.get(next[i]) {
+                out.push(row);
+                next[i] += 1;
+            }
+        }
+    }
+    out
+}
+
 /// `0, 2, 3`.
 fn list(shards: impl Iterator<Item = usize>) -> String {
     shards.map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
@@ -633,6 +663,31 @@ fn sum_tags<'a>(tags: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn returning_rows_come_back_in_values_order() {
+        let reply = |shard: usize, rows: &[&'static str]| ShardReply {
+            shard,
+            rows: rows
+                .iter()
+                .map(|r| Bytes::from_static(r.as_bytes()))
+                .collect(),
+            ..ShardReply::default()
+        };
+        let replies = [reply(0, &["a", "c"]), reply(2, &["b", "d"])];
+        let order: Vec<&[u8]> = returning_in_values_order(&replies, &[0, 2, 0, 2])
+            .into_iter()
+            .map(|b| &b[..])
+            .collect();
+        assert_eq!(order, [&b"a"[..], b"b", b"c", b"d"]);
+        // A shard skipped a row (ON CONFLICT DO NOTHING): shard by shard.
+        let replies = [reply(0, &["a"]), reply(2, &["b", "d"])];
+        let order: Vec<&[u8]> = returning_in_values_order(&replies, &[0, 2, 0, 2])
+            .into_iter()
+            .map(|b| &b[..])
+            .collect();
+        assert_eq!(order, [&b"a"[..], b"b", b"d"]);
+    }
 
     #[test]
     fn sums_command_tags() {

@@ -30,6 +30,9 @@ pub fn shard_plan(statement: &Statement, sql: &str, rules: &Rules) -> ShardPlan 
         return ShardPlan::Unsharded;
     }
     match statement {
+        // No table at all (`SELECT 1`, `SELECT now()`): any shard answers alike, so it stays on
+        // a transaction's shard (writing functions are sent to the default shard by `classify`).
+        Statement::Query(_) if walk::count_factors(statement) == 0 => ShardPlan::ReferenceRead,
         Statement::Query(query) => walk(statement, sql, rules, |w| {
             w.query(query, None, true);
         }),

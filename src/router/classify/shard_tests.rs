@@ -37,15 +37,15 @@ fn keyed(r: KeyRef) -> ShardPlan {
 fn literals_count_from_the_start_of_the_query_string() {
     assert_eq!(
         shards("SELECT 1, 'a'; SELECT * FROM users WHERE id = 7"),
-        [ShardPlan::Unsharded, keyed(KeyRef::Literal(2))]
+        [ShardPlan::ReferenceRead, keyed(KeyRef::Literal(2))]
     );
     // The whole text does not parse (FOR NO KEY UPDATE): pieces are parsed alone, patched.
     assert_eq!(
         shards("SELECT 3; SELECT * FROM users WHERE id = 5 FOR NO KEY UPDATE; SELECT 'x'"),
         [
-            ShardPlan::Unsharded,
+            ShardPlan::ReferenceRead,
             keyed(KeyRef::Literal(1)),
-            ShardPlan::Unsharded
+            ShardPlan::ReferenceRead
         ]
     );
     let plans = shards(
@@ -53,7 +53,7 @@ fn literals_count_from_the_start_of_the_query_string() {
          SELECT * FROM users WHERE id = 4 FOR KEY SHARE",
     );
     assert_eq!(plans.len(), 3, "{plans:?}");
-    assert_eq!(plans[0], ShardPlan::Unsharded);
+    assert_eq!(plans[0], ShardPlan::ReferenceRead);
     assert!(matches!(plans[1], ShardPlan::Refused(_)), "{plans:?}");
     assert_eq!(plans[2], keyed(KeyRef::Literal(3)));
 }
@@ -74,7 +74,15 @@ fn unparsable_statements() {
         shards("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"),
         [ShardPlan::Unsharded]
     );
-    assert_eq!(shards("SELECT 1"), [ShardPlan::Unsharded]);
+    // No table at all: any shard (the transaction's, or the default one).
+    assert_eq!(shards("SELECT 1"), [ShardPlan::ReferenceRead]);
+    assert_eq!(
+        shards("SELECT now(), version()"),
+        [ShardPlan::ReferenceRead]
+    );
+    // A function that may touch unsharded tables: the default shard.
+    assert_eq!(shards("SELECT nextval('s')"), [ShardPlan::Unsharded]);
+    assert_eq!(shards("SELECT my_report()"), [ShardPlan::Unsharded]);
 }
 
 #[test]
