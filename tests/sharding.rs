@@ -244,8 +244,8 @@ async fn keyed_statements_reach_their_shard_and_transactions_stay_on_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_reaches_every_shard_and_partial_failures_say_where() {
-    // Tables in the config (sharded or reference) get their DDL on every shard; an unlisted table
-    // lives on the default shard only, and so does its DDL.
+    // DDL reaches every shard, for unlisted (unsharded) tables too: the schema stays the same
+    // everywhere, while an unsharded table's rows live on the default shard only.
     let sharding = format!(
         "{SAMPLE_SHARDING}\n[[sharding.tables]]\nname = \"notes\"\ncolumn = \"user_id\"\n\
          [[sharding.tables]]\nname = \"clash\"\ncolumn = \"x\"\n"
@@ -255,14 +255,30 @@ async fn ddl_reaches_every_shard_and_partial_failures_say_where() {
     app.batch_execute("CREATE TABLE notes (user_id bigint, body text)")
         .await
         .expect("create through the proxy");
+    app.batch_execute("CREATE TABLE local_only (x int); INSERT INTO local_only VALUES (1), (2)")
+        .await
+        .expect_err("DDL over several shards must be sent on its own");
     app.batch_execute("CREATE TABLE local_only (x int)")
         .await
         .expect("create an unlisted table");
-    assert_eq!(
-        env.shards_with_table("local_only").await,
-        vec![0],
-        "the unlisted table is on the default shard only"
-    );
+    assert_eq!(env.shards_with_table("local_only").await, vec![0, 1, 2]);
+    app.batch_execute("INSERT INTO local_only VALUES (1), (2)")
+        .await
+        .expect("insert into the unlisted table");
+    for shard in 0..3 {
+        let rows: i64 = env
+            .direct_to_shard(shard)
+            .await
+            .query_one("select count(*) from local_only", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(
+            rows,
+            if shard == 0 { 2 } else { 0 },
+            "rows on the default shard only"
+        );
+    }
     assert_eq!(
         env.shards_with_table("notes").await,
         vec![0, 1, 2],

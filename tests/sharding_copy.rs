@@ -140,8 +140,9 @@ async fn copy_rows_go_to_their_shards_all_or_nothing() {
     env.stop().await;
 }
 
-/// Unsharded tables keep working next to sharded ones: `pgbench -i` (CREATE, `COPY … FREEZE`,
-/// VACUUM) and a pgbench run through a sharded pgscale, all on the default shard.
+/// Unsharded tables keep working next to sharded ones: `pgbench -i` (CREATE on every shard,
+/// `COPY … FREEZE` and the data on the default shard, VACUUM) and a pgbench run through a sharded
+/// pgscale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_on_the_default_shard_of_a_sharded_topology() {
     let env = Env::start_with_shards(3, 0, SAMPLE_SHARDING, |_| {}).await;
@@ -161,10 +162,20 @@ async fn pgbench_runs_on_the_default_shard_of_a_sharded_topology() {
         stdout.contains("number of failed transactions: 0"),
         "{stdout}"
     );
+    // Its tables were created on every shard; their rows are on the default shard only.
     assert_eq!(
         env.shards_with_table("pgbench_accounts").await,
-        vec![0],
-        "pgbench's tables live on the default shard"
+        vec![0, 1, 2]
     );
+    for shard in 0..3 {
+        let rows: i64 = env
+            .direct_to_shard(shard)
+            .await
+            .query_one("select count(*) from pgbench_accounts", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(rows, if shard == 0 { 100_000 } else { 0 }, "shard {shard}");
+    }
     env.stop().await;
 }

@@ -274,7 +274,12 @@ fn truncate_plan(truncate: &Truncate, rules: &Rules) -> ShardPlan {
     {
         return ShardPlan::Refused(refuse::write_reference(&table));
     }
-    tables_ddl(names, rules)
+    // Emptying only unsharded tables is a write on the default shard, where their rows are (it
+    // also works inside a transaction, as `pgbench -i` runs it).
+    match names.filter_map(last_name).any(|t| is_listed(&t, rules)) {
+        true => ShardPlan::Ddl,
+        false => ShardPlan::Unsharded,
+    }
 }
 
 /// CREATE TABLE: like other table DDL, but a table made from a query is refused when the query
@@ -338,22 +343,11 @@ fn grant_plan(objects: Option<&GrantObjects>, rules: &Rules) -> ShardPlan {
     }
 }
 
-/// DDL naming tables: on every shard when they are listed (sharded or reference), on the default
-/// shard when none is (unsharded tables live there only), refused when both are named. Naming no
-/// table at all (VACUUM of the database) is for every shard.
-fn tables_ddl<'a>(names: impl IntoIterator<Item = &'a ObjectName>, rules: &Rules) -> ShardPlan {
-    let (mut listed, mut unlisted) = (None, None);
-    for table in names.into_iter().filter_map(last_name) {
-        match is_listed(&table, rules) {
-            true => listed.get_or_insert(table),
-            false => unlisted.get_or_insert(table),
-        };
-    }
-    match (listed, unlisted) {
-        (Some(a), Some(b)) => ShardPlan::Refused(refuse::mixed_ddl(&a, &b)),
-        (None, Some(_)) => ShardPlan::Unsharded,
-        _ => ShardPlan::Ddl,
-    }
+/// DDL naming tables runs on every shard, unsharded tables' included: every shard keeps the same
+/// schema (rows of unsharded tables live on the default shard only; elsewhere their tables stay
+/// empty), which moving data between shards relies on.
+fn tables_ddl<'a>(_names: impl IntoIterator<Item = &'a ObjectName>, _rules: &Rules) -> ShardPlan {
+    ShardPlan::Ddl
 }
 
 fn is_listed(table: &str, rules: &Rules) -> bool {

@@ -214,14 +214,6 @@ pub(super) fn merge(table: &str) -> Box<str> {
     .into()
 }
 
-pub(super) fn mixed_ddl(listed: &str, unlisted: &str) -> Box<str> {
-    format!(
-        "this statement names {listed}, which is sharded or a reference table (changed on every \
-         shard), and {unlisted}, which lives only on the default shard; run it as two statements"
-    )
-    .into()
-}
-
 pub(super) fn cannot_follow(table: &str, what: &str) -> Box<str> {
     format!(
         "pgscale cannot tell which shards this statement touches ({what}), and it involves {table}, \
