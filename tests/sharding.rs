@@ -388,3 +388,83 @@ async fn broadcast_writes_run_on_every_shard_when_allowed() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_table_writes_reach_every_copy_or_none() {
+    let env = Env::start_with_shards(3, 0, SAMPLE_SHARDING, |config| {
+        config.sharding.reference_tables = vec!["countries".to_string()];
+    })
+    .await;
+    let app = env.app().await;
+    app.batch_execute("CREATE TABLE countries (id int PRIMARY KEY, name text)")
+        .await
+        .expect("create on every shard");
+    app.batch_execute("INSERT INTO countries VALUES (1, 'France'), (2, 'Germany')")
+        .await
+        .expect("simple-protocol insert");
+    let updated = app
+        .execute(
+            "UPDATE countries SET name = $1 WHERE id = $2",
+            &[&"Deutschland", &2i32],
+        )
+        .await
+        .expect("extended-protocol update");
+    assert_eq!(updated, 1, "one row, as on one database");
+    let expected = vec![(1, "France".to_string()), (2, "Deutschland".to_string())];
+    assert_eq!(
+        countries_on_each_shard(&env).await,
+        vec![expected.clone(); 3],
+        "every copy alike"
+    );
+
+    // One copy refuses the next row (it already has id 3): no copy keeps it, nothing stays prepared.
+    env.direct_to_shard(2)
+        .await
+        .batch_execute("INSERT INTO countries VALUES (3, 'only here')")
+        .await
+        .expect("direct insert on shard 2");
+    let e = app
+        .batch_execute("INSERT INTO countries VALUES (3, 'Italy')")
+        .await
+        .expect_err("shard 2 refuses");
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+    let all = countries_on_each_shard(&env).await;
+    assert_eq!(all[0], expected, "shard 0 rolled back");
+    assert_eq!(all[1], expected, "shard 1 rolled back");
+    for shard in 0..3 {
+        let prepared: i64 = env
+            .direct_to_shard(shard)
+            .await
+            .query_one("select count(*) from pg_prepared_xacts", &[])
+            .await
+            .expect("prepared")
+            .get(0);
+        assert_eq!(prepared, 0, "shard {shard}");
+    }
+    // Reads come from any one copy; a write mixing in a sharded table is refused.
+    let name = simple_rows(&app, "select name from countries where id = 1")
+        .await
+        .expect("read");
+    assert_eq!(name, vec![vec![Some("France".to_string())]]);
+    let e = app
+        .batch_execute("INSERT INTO countries SELECT id::int, name FROM users")
+        .await
+        .expect_err("reads a sharded table");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    env.stop().await;
+}
+
+/// Each shard's copy of `countries`, straight from the shards.
+async fn countries_on_each_shard(env: &Env) -> Vec<Vec<(i32, String)>> {
+    let mut all = Vec::new();
+    for shard in 0..env.shard_count() {
+        let rows = env
+            .direct_to_shard(shard)
+            .await
+            .query("select id, name from countries order by id", &[])
+            .await
+            .expect("read copy");
+        all.push(rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+    }
+    all
+}

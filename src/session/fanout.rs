@@ -72,6 +72,8 @@ pub(super) struct ShardCall {
     pub frames: Bytes,
     /// Also find out whether the database's collation orders text bytewise.
     pub probe_collation: bool,
+    /// How many `ReadyForQuery` end the answer (one per simple query or Sync in `frames`).
+    pub readies: usize,
 }
 
 /// Runs each call on its shard at once and waits for all. A shard that answers keeps its
@@ -119,7 +121,7 @@ async fn run_one(
     } else {
         None
     };
-    let reply = match exchange(&mut conn, call.shard, &call.frames).await {
+    let reply = match exchange(&mut conn, call.shard, &call.frames, call.readies).await {
         Ok(reply) => ShardReply {
             bytewise_text,
             ..reply
@@ -154,7 +156,9 @@ async fn exchange(
     conn: &mut PooledConn,
     shard: usize,
     frames: &[u8],
+    readies: usize,
 ) -> Result<ShardReply, Exchange> {
+    let mut readies = readies.max(1);
     conn.send(frames).await.map_err(Exchange::Server)?;
     let mut buf = BytesMut::with_capacity(8192);
     let mut reply = ShardReply {
@@ -190,7 +194,10 @@ async fn exchange(
             b'S' => conn.note_parameter_status(&body),
             b'Z' => {
                 reply.status = body.first().copied().unwrap_or(b'I');
-                return Ok(reply);
+                readies -= 1;
+                if readies == 0 {
+                    return Ok(reply);
+                }
             }
             // ParseComplete, BindComplete, NoData, notices, EmptyQueryResponse.
             _ => {}

@@ -5,6 +5,7 @@
 //! client), `server_side` (frames from the server), `routing` (read/write splitting of each unit),
 //! `lifecycle` (checkout, release, goodbye), `functions` (which functions write, per database).
 
+mod atomic_writes;
 mod client_side;
 mod copy_split;
 mod fanout;

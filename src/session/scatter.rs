@@ -9,7 +9,6 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::fanout::{self, ShardCall, ShardFailure, ShardReply};
 use super::routing::Target;
-use super::two_phase;
 use super::{Flow, Session};
 use crate::error::ClientError;
 use crate::pool::{Pool, PooledConn};
@@ -19,11 +18,11 @@ use crate::sharding::merge::{self, MergeSettings, ShardRows, TextOrder};
 use crate::sharding::unit::Need;
 
 /// The client's request, as one statement (the unit held one executed statement).
-struct Request {
-    sql: String,
+pub(super) struct Request {
+    pub(super) sql: String,
     /// Extended protocol: the parameter types (i16 count + oids) and what follows the statement
     /// name in the client's Bind; None for a simple query.
-    extended: Option<(Bytes, Bytes)>,
+    pub(super) extended: Option<(Bytes, Bytes)>,
     /// What the client sent, in order, to answer each in turn: the tag, and for a Describe whether
     /// of a statement (`S`) or a portal (`P`).
     messages: Vec<(u8, u8)>,
@@ -44,6 +43,7 @@ impl Session {
             Need::ReadShards(shards) => self.scatter_read(&request, Some(shards)).await,
             Need::Broadcast { ddl } => self.broadcast(&request, ddl).await,
             Need::SplitInsert { row_shards } => self.split_insert(&request, &row_shards).await,
+            Need::ReferenceWrite => self.reference_write(&request).await,
             Need::CopyIn {
                 key_type,
                 column_index,
@@ -190,14 +190,14 @@ impl Session {
     }
 
     /// This client's pool on `shard`'s primary.
-    fn primary_pool_of(&mut self, shard: usize) -> Arc<Pool> {
+    pub(super) fn primary_pool_of(&mut self, shard: usize) -> Arc<Pool> {
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.shard = shard;
         }
         self.target_pool(Target::Primary)
     }
 
-    fn same_frames(request: &Request, sql: &str) -> Bytes {
+    pub(super) fn same_frames(request: &Request, sql: &str) -> Bytes {
         match &request.extended {
             Some((types, tail)) => {
                 fanout::extended_frames(sql, types, request.describe_statement, tail)
@@ -264,6 +264,7 @@ impl Session {
                 pool: self.read_pool(shard)?,
                 frames: frames.clone(),
                 probe_collation: i == 0 && known_bytewise.is_none(),
+                readies: 1,
             });
         }
         let (conns, replies) = self.run_calls(calls).await?;
@@ -327,6 +328,7 @@ impl Session {
                 pool: self.primary_pool_of(shard),
                 frames: frames.clone(),
                 probe_collation: false,
+                readies: 1,
             });
         }
         let (conns, replies) = self.run_calls(calls).await?;
@@ -389,124 +391,12 @@ impl Session {
         Ok(())
     }
 
-    /// A multi-row INSERT split into one INSERT per shard, all committed or none (two-phase commit).
-    async fn split_insert(
-        &mut self,
-        request: &Request,
-        row_shards: &[usize],
-    ) -> Result<(), ClientError> {
-        if request.extended.is_some() {
-            return Err(ClientError::ShardRouting(
-                "a multi-row INSERT with rows on several shards is split only when sent as a simple query"
-                    .to_string(),
-            ));
-        }
-        let parts = crate::sharding::split::split_insert(&request.sql, row_shards)
-            .map_err(|e| ClientError::ShardRouting(e.to_string()))?;
-        let gid = format!("pgscale_{:016x}", rand::random::<u64>());
-        let mut calls = Vec::new();
-        let mut pools = Vec::new();
-        for (shard, sql) in &parts {
-            let text = format!("BEGIN; {sql}; PREPARE TRANSACTION '{gid}'");
-            let pool = self.primary_pool_of(*shard);
-            pools.push(pool.clone());
-            calls.push(ShardCall {
-                shard: *shard,
-                pool,
-                frames: fanout::simple_frames(&text),
-                probe_collation: false,
-            });
-        }
-        let results = fanout::run_all(calls, &self.params).await;
-        let mut participants = Vec::with_capacity(results.len());
-        let mut replies = Vec::new();
-        let mut problem: Option<(String, String)> = None;
-        for ((result, pool), (shard, _)) in results.into_iter().zip(pools).zip(&parts) {
-            match result {
-                Ok((conn, reply)) => {
-                    let prepared = reply.tags.iter().any(|t| t == "PREPARE TRANSACTION");
-                    if let (None, Some((code, message))) = (&problem, reply.error_fields()) {
-                        let hint = if message.contains("prepared transactions are disabled") {
-                            ": a multi-row INSERT across shards commits with two-phase commit, \
-                             which needs max_prepared_transactions > 0 on every shard; raise it \
-                             or insert the rows of each shard separately"
-                        } else {
-                            ""
-                        };
-                        problem = Some((code, format!("shard {shard}: {message}{hint}")));
-                    }
-                    participants.push(two_phase::Participant {
-                        shard: *shard,
-                        pool,
-                        conn: Some(conn),
-                        prepared,
-                        clean: true,
-                    });
-                    replies.push(reply);
-                }
-                Err(failure) => {
-                    problem.get_or_insert(("08006".to_string(), failure.to_string()));
-                    participants.push(two_phase::Participant {
-                        shard: *shard,
-                        pool,
-                        conn: None,
-                        prepared: false,
-                        clean: false,
-                    });
-                }
-            }
-        }
-        let commit = problem.is_none();
-        let finished = two_phase::finish(&mut participants, &gid, commit).await;
-        two_phase::release(participants);
-        let written: Vec<usize> = parts.iter().map(|(shard, _)| *shard).collect();
-        if let Some(routing) = self.routing.as_deref_mut() {
-            routing.note_writes(&written);
-        }
-        let unresolved = finished.describe(&gid, commit);
-        if let Some((code, message)) = problem {
-            let text = match unresolved {
-                None => format!("the INSERT was rolled back on every shard: {message}"),
-                Some(unresolved) => format!(
-                    "the INSERT failed ({message}) and could not be rolled back everywhere: {unresolved}"
-                ),
-            };
-            let mut out = BytesMut::new();
-            codec::error_fields(&mut out, b'E', "ERROR", &code, &text, None);
-            self.answer_error(&out, request);
-            return Ok(());
-        }
-        if let Some(unresolved) = unresolved {
-            return Err(ClientError::ShardUnavailable(format!(
-                "the INSERT committed on the other shards, but {unresolved}"
-            )));
-        }
-        let rows: u64 = replies
-            .iter()
-            .flat_map(|r| r.tags.iter())
-            .filter_map(|t| t.strip_prefix("INSERT 0 "))
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum();
-        let row_desc = replies.iter().find_map(|r| r.row_desc.clone()).map(|d| {
-            let mut frame = BytesMut::new();
-            codec::put_frame(&mut frame, b'T', &d);
-            frame
-        });
-        let mut returned = BytesMut::new();
-        for row in returning_in_values_order(&replies, row_shards) {
-            codec::put_frame(&mut returned, b'D', row);
-        }
-        let tag = format!("INSERT 0 {rows}");
-        self.answer(request, None, row_desc.as_deref(), &returned, &tag);
-        Ok(())
-    }
-
-    fn shard_count(&self) -> usize {
+    pub(super) fn shard_count(&self) -> usize {
         self.shared.sharding.as_ref().map_or(1, |s| s.shard_count())
     }
 
     /// Answers each client message of a successful request; `row_desc` None: it returns no rows.
-    fn answer(
+    pub(super) fn answer(
         &mut self,
         request: &Request,
         param_desc: Option<Bytes>,
@@ -547,7 +437,7 @@ impl Session {
     }
 
     /// Answers a failed request: the error, then `ReadyForQuery` where the client expects one.
-    fn answer_error(&mut self, error: &[u8], request: &Request) {
+    pub(super) fn answer_error(&mut self, error: &[u8], request: &Request) {
         self.refuse_with_frame(error, &request.frames);
     }
 }
@@ -595,39 +485,6 @@ fn shard_result_formats(tail: &[u8], f: impl Fn(&[i16]) -> Vec<i16>) -> Result<B
     Ok(out.freeze())
 }
 
-/// RETURNING rows of a split INSERT in the order of its VALUES rows, as one server returns them
-/// (ORMs match returned ids to rows by position). When a shard returned fewer rows than it was
-/// given (`ON CONFLICT DO NOTHING`), that order is unknown: shard by shard.
-fn returning_in_values_order<'a>(
-    replies: &'a [ShardReply],
-    row_shards: &[usize],
-) -> Vec<&'a Bytes> {
-    let per_shard = |shard: usize| {
-        replies
-            .iter()
-            .find(|r| r.shard == shard)
-            .map_or(0, |r| r.rows.len())
-    };
-    let complete = replies
-        .iter()
-        .all(|r| r.rows.len() == row_shards.iter().filter(|&&s| s == r.shard).count())
-        && row_shards.iter().all(|&s| per_shard(s) > 0);
-    if !complete {
-        return replies.iter().flat_map(|r| r.rows.iter()).collect();
-    }
-    let mut next = vec![0usize; replies.len()];
-    let mut out = Vec::with_capacity(row_shards.len());
-    for &shard in row_shards {
-        if let Some(i) = replies.iter().position(|r| r.shard == shard) {
-            if let Some(row) = replies[i].rows.get(next[i]) {
-                out.push(row);
-                next[i] += 1;
-            }
-        }
-    }
-    out
-}
-
 /// `0, 2, 3`.
 fn list(shards: impl Iterator<Item = usize>) -> String {
     shards.map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
@@ -663,31 +520,6 @@ fn sum_tags<'a>(tags: impl Iterator<Item = &'a str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn returning_rows_come_back_in_values_order() {
-        let reply = |shard: usize, rows: &[&'static str]| ShardReply {
-            shard,
-            rows: rows
-                .iter()
-                .map(|r| Bytes::from_static(r.as_bytes()))
-                .collect(),
-            ..ShardReply::default()
-        };
-        let replies = [reply(0, &["a", "c"]), reply(2, &["b", "d"])];
-        let order: Vec<&[u8]> = returning_in_values_order(&replies, &[0, 2, 0, 2])
-            .into_iter()
-            .map(|b| &b[..])
-            .collect();
-        assert_eq!(order, [&b"a"[..], b"b", b"c", b"d"]);
-        // A shard skipped a row (ON CONFLICT DO NOTHING): shard by shard.
-        let replies = [reply(0, &["a"]), reply(2, &["b", "d"])];
-        let order: Vec<&[u8]> = returning_in_values_order(&replies, &[0, 2, 0, 2])
-            .into_iter()
-            .map(|b| &b[..])
-            .collect();
-        assert_eq!(order, [&b"a"[..], b"b", b"d"]);
-    }
 
     #[test]
     fn sums_command_tags() {

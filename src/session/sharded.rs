@@ -93,6 +93,7 @@ impl Session {
                     .to_string(),
             ),
             ShardPlan::Ddl => Need::Broadcast { ddl: true },
+            ShardPlan::ReferenceWrite => Need::ReferenceWrite,
             ShardPlan::CopyIn {
                 key_type,
                 column_index,

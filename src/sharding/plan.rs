@@ -67,6 +67,9 @@ pub enum ShardPlan {
         column_index: usize,
         columns: usize,
     },
+    /// INSERT/UPDATE/DELETE of a reference table (reading nothing but reference tables): applied
+    /// to every shard's copy, all committed or none (two-phase commit).
+    ReferenceWrite,
     /// Schema changes (`CREATE/ALTER/DROP TABLE`, `CREATE INDEX`, …): applied to every shard.
     Ddl,
     /// Cannot be routed correctly; the text says why and what to do instead.

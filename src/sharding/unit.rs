@@ -16,6 +16,8 @@ pub enum Need {
     /// The same statement on every shard's primary: DDL, or a key-less write when broadcast writes
     /// are allowed.
     Broadcast { ddl: bool },
+    /// A write of a reference table: every shard's copy, with two-phase commit.
+    ReferenceWrite,
     /// A multi-row INSERT whose rows belong to different shards (`row_shards[i]` is row i's).
     SplitInsert { row_shards: Vec<usize> },
     /// `COPY sharded FROM STDIN`: rows split to their shards; the key is field `column_index`.

@@ -67,9 +67,10 @@ pub(super) fn update_moves_key(t: &ShardedTable) -> Box<str> {
 
 pub(super) fn write_reference(table: &str) -> Box<str> {
     format!(
-        "writes to reference table {table} are refused: its copies must stay identical on every \
-         shard; apply them to every shard directly (psql per shard), or stop listing {table} as a \
-         reference table"
+        "this write to reference table {table} is refused: its copies must stay identical on \
+         every shard, so pgscale applies only a plain INSERT, UPDATE or DELETE (sent on its own, \
+         outside a transaction, reading no sharded or unsharded table) to every copy at once; \
+         rewrite it that way, or apply it to every shard directly"
     )
     .into()
 }

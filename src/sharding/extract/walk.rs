@@ -84,6 +84,8 @@ pub(super) struct Walker<'r, 's> {
     reference_read: bool,
     /// A data-modifying part: INSERT/UPDATE/DELETE at the top or in a WITH.
     pub(super) writes: bool,
+    /// The reference table the statement itself writes (a top-level INSERT/UPDATE/DELETE).
+    pub(super) reference_write: Option<String>,
     select_into: bool,
     /// INTERSECT or EXCEPT at the top level.
     top_intersect_except: bool,
@@ -107,6 +109,7 @@ impl<'r, 's> Walker<'r, 's> {
             unsharded: None,
             reference_read: false,
             writes: false,
+            reference_write: None,
             select_into: false,
             top_intersect_except: false,
             insert_rows: None,

@@ -145,7 +145,7 @@ fn copy() {
         ("COPY countries TO STDOUT", Reference),
         (
             "COPY countries FROM STDIN",
-            Refused("writes to reference table countries"),
+            Refused("write to reference table countries"),
         ),
         ("COPY pgbench_accounts FROM STDIN", Unsharded),
         ("COPY pgbench_accounts TO STDOUT", Unsharded),

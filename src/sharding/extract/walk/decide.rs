@@ -12,6 +12,13 @@ impl Walker<'_, '_> {
         if let Some(refusal) = self.refusal.take() {
             return ShardPlan::Refused(refusal);
         }
+        if let Some(table) = self.reference_write.take() {
+            // Every copy gets the same statement: it may read only what every shard has alike.
+            return match self.instances.is_empty() && self.unsharded.is_none() {
+                true if factors == self.factors => ShardPlan::ReferenceWrite,
+                _ => ShardPlan::Refused(refuse::write_reference(&table)),
+            };
+        }
         if factors != self.factors {
             let table = self.instances.first().map_or("", |i| i.rule.table.as_str());
             return ShardPlan::Refused(refuse::cannot_follow(table, "a clause it does not follow"));

@@ -40,7 +40,7 @@ impl Walker<'_, '_> {
             return;
         };
         match self.table(name, None, scope) {
-            Table::Reference(table) => self.refuse(refuse::write_reference(&table)),
+            Table::Reference(table) => self.write_reference(table, top),
             Table::Other => {
                 if let Some(source) = &insert.source {
                     self.query(source, Some(scope), false);
@@ -128,7 +128,7 @@ impl Walker<'_, '_> {
         self.writes = true;
         let scope = self.new_scope(parent, top);
         let mut on = Vec::new();
-        let target = self.write_target(&update.table, scope);
+        let target = self.write_target(&update.table, scope, top);
         if let Some(id) = target {
             let rule = self.instances[id].rule;
             let assigned = update.assignments.iter().flat_map(|a| targets(&a.target));
@@ -161,7 +161,7 @@ impl Walker<'_, '_> {
         let mut on = Vec::new();
         match (delete.tables.is_empty(), from.as_slice()) {
             (true, [target]) => {
-                self.write_target(target, scope);
+                self.write_target(target, scope, top);
             }
             _ => self.refuse_if_listed("DELETE of several tables"),
         }
@@ -177,9 +177,23 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// The table an UPDATE or DELETE writes: its sharded instance, if it is one. A reference table
-    /// is refused.
-    fn write_target(&mut self, target: &TableWithJoins, scope: ScopeId) -> Option<InstanceId> {
+    /// A write of reference table `table`: the statement itself (`top`) goes to every shard's copy;
+    /// one nested in a query (a writing CTE) is refused.
+    fn write_reference(&mut self, table: String, top: bool) {
+        match top && self.reference_write.is_none() {
+            true => self.reference_write = Some(table),
+            false => self.refuse(refuse::write_reference(&table)),
+        }
+    }
+
+    /// The table an UPDATE or DELETE writes: its sharded instance, if it is one (a reference
+    /// table's write is noted for every shard).
+    fn write_target(
+        &mut self,
+        target: &TableWithJoins,
+        scope: ScopeId,
+        top: bool,
+    ) -> Option<InstanceId> {
         if !target.joins.is_empty() {
             self.refuse_if_listed("a write to a join");
         }
@@ -197,7 +211,7 @@ impl Walker<'_, '_> {
         match self.table(name, alias.as_ref(), scope) {
             Table::Sharded(id) => Some(id),
             Table::Reference(table) => {
-                self.refuse(refuse::write_reference(&table));
+                self.write_reference(table, top);
                 None
             }
             Table::Other => None,
