@@ -313,7 +313,6 @@ async fn eventual_consistency_reads_from_replicas_right_after_a_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "hung once in a full CI run under load (not reproduced in 14 runs since); run with --ignored while that is investigated"]
 async fn pipelined_reads_and_writes_each_find_their_server() {
     // Eventual consistency, so the reads really go to replicas right after this client's writes.
     let env = Env::start_with_replicas(

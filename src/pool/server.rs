@@ -55,15 +55,6 @@ impl ServerError {
     }
 }
 
-/// After a read that left room in the buffer the socket is drained: tell the reactor so, without the
-/// extra `recv` that would otherwise only return `EAGAIN`. Safe against races: tokio clears readiness
-/// only if no new event arrived since it was observed.
-pub fn mark_drained(stream: &TcpStream) {
-    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-    });
-}
-
 /// Where a server's cancel requests go.
 #[derive(Debug, Clone)]
 pub struct CancelKey {

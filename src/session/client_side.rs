@@ -24,10 +24,10 @@ impl Session {
         if self.client_buf.capacity() - self.client_buf.len() < 1024 {
             self.client_buf.reserve(READ_CHUNK);
         }
-        let room = self.client_buf.capacity() - self.client_buf.len();
+        // Readiness is cleared only by a read that returns WouldBlock: clearing it after a short
+        // read could lose a wake-up for data that arrived meanwhile (a hang).
         match self.client.try_read_buf(&mut self.client_buf) {
             Ok(0) => return Flow::End(EndReason::ClientGone),
-            Ok(n) if n < room => crate::pool::server::mark_drained(&self.client),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flow::Continue,
             Err(_) => return Flow::End(EndReason::ClientGone),

@@ -29,10 +29,10 @@ impl Session {
         if self.server_buf.capacity() - self.server_buf.len() < 1024 {
             self.server_buf.reserve(READ_CHUNK);
         }
-        let room = self.server_buf.capacity() - self.server_buf.len();
+        // A short read does not mean the socket is drained for the reactor: data may arrive just
+        // after it. Readiness is cleared only by a read that returns WouldBlock (race-free).
         match server.stream.try_read_buf(&mut self.server_buf) {
             Ok(0) => return self.server_lost("server closed the connection").await,
-            Ok(n) if n < room => crate::pool::server::mark_drained(&server.stream),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flow::Continue,
             Err(e) => return self.server_lost(&e.to_string()).await,
