@@ -141,6 +141,20 @@ impl Session {
         }
     }
 
+    /// The attached server ended its connection while idle: it is closed and counted as a
+    /// failure of its backend; the client keeps its session.
+    pub(super) fn drop_idle_server(&mut self) {
+        if let Some(conn) = self.server.take() {
+            conn.pool().backend().record_failure(FailureKind::Broken);
+        }
+        self.cancel_slot.set(None);
+        if let Some(routing) = self.routing.as_deref_mut() {
+            routing.on_release();
+        }
+        self.server_skip = 0;
+        self.copy_in = false;
+    }
+
     /// The server connection broke: the client's session cannot go on.
     pub(super) async fn server_lost(&mut self, what: &str) -> Flow {
         let backend = match &self.server {

@@ -97,6 +97,28 @@ impl Session {
                 buf.clear();
                 return self.server_lost(&message).await;
             }
+            if tag == b'E'
+                && codec::error_is_fatal(body)
+                && self.pending.is_empty()
+                && self.status == b'I'
+                && self.mode == PoolMode::Transaction
+            {
+                // The server is going away while this client owes it nothing (its FATAL came
+                // after the last ReadyForQuery): not the client's business. Drop the connection;
+                // the next unit gets another.
+                let (_, message) = codec::parse_error_fields(body);
+                tracing::info!(%message, "server ended an idle connection");
+                out.extend_from_slice(&buf[forward_from..pos]);
+                buf.clear();
+                let write = self.client.write_all(&out).await;
+                out.clear();
+                self.to_client = out;
+                self.drop_idle_server();
+                return match write {
+                    Ok(()) => Flow::Continue,
+                    Err(_) => Flow::End(EndReason::ClientGone),
+                };
+            }
             let action = self.pending.on_frame(tag, body, &mut events);
             match tag {
                 b'S' => {
