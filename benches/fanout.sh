@@ -44,14 +44,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts `pgscale demo --shards N` on PORT and prints its DATABASE_URL once it is up.
+# Starts `pgscale demo --shards N` on PORT (in this shell, so cleanup can stop it) and waits
+# until it is up; its DATABASE_URL is then in $WORK/demo-N.out.
 start_demo() {
   local shards=$1 port=$2 out="$WORK/demo-$1.out"
   "$PGSCALE_BIN" demo --shards "$shards" --port "$port" >"$out" 2>"$WORK/demo-$1.err" &
   PIDS+=($!)
   for _ in $(seq 1 120); do
-    if grep -q '^DATABASE_URL=' "$out" 2>/dev/null && grep -q 'is running' "$out"; then
-      sed -n 's/^DATABASE_URL=//p' "$out"
+    if grep -q 'is running' "$out" 2>/dev/null; then
       return
     fi
     sleep 0.5
@@ -59,10 +59,13 @@ start_demo() {
   cat "$WORK/demo-$1.err" >&2
   die "demo --shards $shards did not start"
 }
+demo_url() { sed -n 's/^DATABASE_URL=//p' "$WORK/demo-$1.out"; }
 
 say "starting the 1-shard and 3-shard demos"
-URL1=$(start_demo 1 6501)
-URL3=$(start_demo 3 6503)
+start_demo 1 6501
+start_demo 3 6503
+URL1=$(demo_url 1)
+URL3=$(demo_url 3)
 
 seq 1 "$ROWS" | awk '{ printf "%d\tuser %d\n", $1, $1 }' >"$WORK/users.tsv"
 for url in "$URL1" "$URL3"; do
