@@ -19,6 +19,7 @@ mod scatter;
 mod server_side;
 mod sharded;
 mod startup;
+mod targets;
 mod two_phase;
 
 use std::collections::HashMap;
