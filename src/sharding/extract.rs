@@ -48,14 +48,15 @@ pub fn shard_plan(statement: &Statement, sql: &str, rules: &Rules) -> ShardPlan 
         Statement::Truncate(truncate) => truncate_plan(truncate, rules),
         Statement::CreateTable(create) => create_table(create, sql, rules),
         Statement::CreateView(view) => create_view(view, rules),
-        Statement::CreateIndex(index) => tables_ddl([&index.table_name], rules),
-        Statement::AlterTable(alter) => tables_ddl([&alter.name], rules),
-        Statement::CreateTrigger(trigger) => tables_ddl([&trigger.table_name], rules),
-        Statement::DropTrigger(trigger) => tables_ddl(trigger.table_name.iter(), rules),
-        Statement::Drop {
-            object_type, names, ..
-        } => match object_type {
-            ObjectType::Table => tables_ddl(names, rules),
+        // DDL naming tables runs on every shard, unsharded tables' included: every shard keeps the
+        // same schema (an unsharded table's rows stay on the default shard), which moving data
+        // between shards relies on.
+        Statement::CreateIndex(_) => ShardPlan::Ddl,
+        Statement::AlterTable(_) => ShardPlan::Ddl,
+        Statement::CreateTrigger(_) => ShardPlan::Ddl,
+        Statement::DropTrigger(_) => ShardPlan::Ddl,
+        Statement::Drop { object_type, .. } => match object_type {
+            ObjectType::Table => ShardPlan::Ddl,
             // Views live on the default shard (see `create_view`).
             ObjectType::View | ObjectType::MaterializedView => ShardPlan::Unsharded,
             _ => ShardPlan::Ddl,
@@ -65,10 +66,10 @@ pub fn shard_plan(statement: &Statement, sql: &str, rules: &Rules) -> ShardPlan 
             object_name,
             ..
         } => comment(*object_type, object_name, rules),
-        Statement::Vacuum(vacuum) => tables_ddl(vacuum.table_name.iter(), rules),
-        Statement::Analyze(analyze) => tables_ddl(analyze.table_name.iter(), rules),
-        Statement::Grant(grant) => grant_plan(grant.objects.as_ref(), rules),
-        Statement::Revoke(revoke) => grant_plan(revoke.objects.as_ref(), rules),
+        Statement::Vacuum(_) => ShardPlan::Ddl,
+        Statement::Analyze(_) => ShardPlan::Ddl,
+        Statement::Grant(grant) => grant_plan(grant.objects.as_ref()),
+        Statement::Revoke(revoke) => grant_plan(revoke.objects.as_ref()),
         Statement::Prepare {
             statement: inner, ..
         } => prepare(shard_plan(inner, sql, rules)),
@@ -286,7 +287,7 @@ fn truncate_plan(truncate: &Truncate, rules: &Rules) -> ShardPlan {
 /// reads sharded tables or the new table is listed (it would hold one shard's rows).
 fn create_table(create: &CreateTable, sql: &str, rules: &Rules) -> ShardPlan {
     let Some(query) = &create.query else {
-        return tables_ddl([&create.name], rules);
+        return ShardPlan::Ddl;
     };
     if let Some(table) = last_name(&create.name).filter(|t| is_listed(t, rules)) {
         return ShardPlan::Refused(refuse::create_as(&table));
@@ -315,7 +316,7 @@ fn create_view(view: &CreateView, rules: &Rules) -> ShardPlan {
 
 fn comment(object: CommentObject, name: &ObjectName, rules: &Rules) -> ShardPlan {
     match object {
-        CommentObject::Table => tables_ddl([name], rules),
+        CommentObject::Table => ShardPlan::Ddl,
         CommentObject::Column => {
             // `table.column`: the table is the part before the last.
             let table = name
@@ -335,19 +336,11 @@ fn comment(object: CommentObject, name: &ObjectName, rules: &Rules) -> ShardPlan
     }
 }
 
-fn grant_plan(objects: Option<&GrantObjects>, rules: &Rules) -> ShardPlan {
+fn grant_plan(objects: Option<&GrantObjects>) -> ShardPlan {
     match objects {
-        Some(GrantObjects::Tables(names)) => tables_ddl(names, rules),
         Some(GrantObjects::Views(_)) => ShardPlan::Unsharded,
         _ => ShardPlan::Ddl,
     }
-}
-
-/// DDL naming tables runs on every shard, unsharded tables' included: every shard keeps the same
-/// schema (rows of unsharded tables live on the default shard only; elsewhere their tables stay
-/// empty), which moving data between shards relies on.
-fn tables_ddl<'a>(_names: impl IntoIterator<Item = &'a ObjectName>, _rules: &Rules) -> ShardPlan {
-    ShardPlan::Ddl
 }
 
 fn is_listed(table: &str, rules: &Rules) -> bool {
