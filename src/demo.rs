@@ -16,6 +16,9 @@ use crate::local_cluster::{start_shards, ClusterError, ClusterOptions, LocalPost
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "app";
 const SUPERUSER_PASSWORD: &str = "postgres";
+/// The admin console's login in the demo (`ADMIN_URL`).
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin";
 
 /// The sample schema a sharded demo creates on every shard (in database `app`, owned by `app`).
 pub const SAMPLE_SCHEMA: &str = "\
@@ -63,6 +66,8 @@ pub struct DemoOptions {
     pub shards: Option<usize>,
     /// Streaming replicas per shard; reads are routed to them.
     pub replicas: usize,
+    /// Port of the Prometheus endpoint (0: any free port; the demo prints the URL).
+    pub metrics_port: u16,
 }
 
 /// The demo's servers and proxy; dropping the servers stops them.
@@ -98,14 +103,20 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         rand::random::<u32>()
     ));
     let config_path = dir.join("pgscale.toml");
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&config_path, config_toml(options.port, &shards, sharded)));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            &config_path,
+            config_toml(options.port, options.metrics_port, &shards, sharded),
+        )
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(DemoError::WriteConfig(e));
     }
     let started = match Config::load(&config_path) {
-        Ok(config) => listener::start(config).await.map_err(DemoError::from),
+        Ok(config) => listener::start_from_file(config, config_path.clone())
+            .await
+            .map_err(DemoError::from),
         Err(e) => Err(e.into()),
     };
     let proxy = match started {
@@ -143,15 +154,20 @@ fn prepare(pg: &LocalPostgres, sharded: bool) -> Result<(), ClusterError> {
 }
 
 /// The demo's config file: listener, users, the shards by name, and the sample sharding.
-fn config_toml(port: u16, shards: &[LocalShard], sharded: bool) -> String {
+fn config_toml(port: u16, metrics_port: u16, shards: &[LocalShard], sharded: bool) -> String {
     let url = |pg: &LocalPostgres| quoted(&format!("postgres://{}:{}", pg.host(), pg.port()));
     let mut text = format!(
         "# Written by `pgscale demo`, which runs its proxy from it. Try:\n\
          #   pgscale check --config <this file>\n\
          #   pgscale shard-of --config <this file> 42\n\
+         #   psql postgres://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{port}/pgscale -c 'SHOW POOLS'\n\
          [listen]\naddress = {}\n\n[pool]\nmode = \"transaction\"\npool_size = 20\n\n\
-         [[users]]\nname = {}\npassword = {}\n\n[[users]]\nname = \"postgres\"\npassword = {}\n\n",
+         [admin]\nusers = [\"{ADMIN_USER}\"]\n\n[metrics]\naddress = {}\n\n\
+         [[users]]\nname = {}\npassword = {}\n\n[[users]]\nname = \"postgres\"\npassword = {}\n\n\
+         # The admin console's login (it has no role on the servers).\n\
+         [[users]]\nname = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n",
         quoted(&format!("127.0.0.1:{port}")),
+        quoted(&format!("127.0.0.1:{metrics_port}")),
         quoted(APP_USER),
         quoted(APP_PASSWORD),
         quoted(SUPERUSER_PASSWORD),
@@ -191,8 +207,16 @@ fn lines(proxy: &RunningProxy, shards: &[LocalShard], config: &Path, sharded: bo
     };
     let mut lines = vec![
         format!("DATABASE_URL={url}"),
-        format!("CONFIG={}", config.display()),
+        format!(
+            "ADMIN_URL=postgres://{ADMIN_USER}:{ADMIN_PASSWORD}@{}/{}",
+            proxy.local_addr,
+            crate::admin::ADMIN_DATABASE
+        ),
     ];
+    if let Some(metrics) = proxy.metrics_addr {
+        lines.push(format!("METRICS_URL=http://{metrics}/metrics"));
+    }
+    lines.push(format!("CONFIG={}", config.display()));
     for (i, shard) in shards.iter().enumerate() {
         lines.push(backend(i, "primary", &shard.primary));
         lines.extend(shard.replicas.iter().map(|r| backend(i, "replica", r)));

@@ -20,15 +20,20 @@
 //! - [`demo`]: `pgscale demo`.
 #![deny(clippy::unwrap_used)]
 
+pub mod admin;
 pub mod cancel;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod listener;
 pub mod local_cluster;
+pub mod pause;
 pub mod pool;
+pub mod prometheus;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod session;
 pub mod shard_of;
 pub mod sharding;
+pub mod stats;

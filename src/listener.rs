@@ -2,6 +2,7 @@
 //! and shuts down in order: stop accepting, let open transactions finish, then close the rest.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub enum ListenError {
     Address(String),
     #[error("invalid topology: {0}")]
     Topology(String),
+    #[error("invalid metrics address: {0}")]
+    MetricsAddress(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -36,18 +39,29 @@ pub enum ListenError {
 /// A running proxy; [`RunningProxy::shutdown`] stops it gracefully.
 pub struct RunningProxy {
     pub local_addr: SocketAddr,
+    /// Where `/metrics` is served, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     accept: JoinHandle<()>,
     janitor: JoinHandle<()>,
-    health: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
     hard_stop: CancellationToken,
     shutdown_timeout: Duration,
 }
 
-/// Binds the listener and starts serving.
+/// Binds the listener and starts serving. Without a config file, `RELOAD` and SIGHUP have nothing to
+/// re-read (see [`start_from_file`]).
 pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
-    let addr = config.listen_addr().map_err(ListenError::Address)?;
+    start_with_path(config, None).await
+}
+
+/// [`start`] with the file `config` was read from, which `RELOAD` and SIGHUP re-read.
+pub async fn start_from_file(config: Config, path: PathBuf) -> Result<RunningProxy, ListenError> {
+    start_with_path(config, Some(path)).await
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ListenError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ListenError::Bind {
@@ -58,16 +72,38 @@ pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
         addr: addr.to_string(),
         source,
     })?;
+    Ok((listener, local_addr))
+}
+
+async fn start_with_path(
+    config: Config,
+    path: Option<PathBuf>,
+) -> Result<RunningProxy, ListenError> {
+    let metrics_bind = config.metrics_addr().map_err(ListenError::MetricsAddress)?;
+    let addr = config.listen_addr().map_err(ListenError::Address)?;
+    let (listener, local_addr) = bind(addr).await?;
+    let metrics_listener = match metrics_bind {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let shutdown_timeout = Duration::from_millis(config.listen.shutdown_timeout_ms);
     let shutdown = CancellationToken::new();
     let hard_stop = CancellationToken::new();
-    let shared = Shared::new(Arc::new(config), shutdown.clone(), hard_stop.clone())
+    let shared = Shared::new(Arc::new(config), path, shutdown.clone(), hard_stop.clone())
         .map_err(ListenError::Topology)?;
-    let health = crate::pool::health::spawn(
-        shared.topology.clone(),
-        shared.config.clone(),
-        hard_stop.clone(),
-    );
+    let pollers =
+        crate::pool::health::Pollers::start(shared.topology(), shared.config(), &hard_stop);
+    if let Ok(mut health) = shared.health.lock() {
+        *health = Some(pollers);
+    }
+    let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
+    let metrics = metrics_listener.map(|(listener, _)| {
+        tokio::spawn(crate::prometheus::serve(
+            listener,
+            shared.clone(),
+            hard_stop.clone(),
+        ))
+    });
     let tracker = TaskTracker::new();
     let janitor = tokio::spawn(
         shared
@@ -76,14 +112,15 @@ pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
             .run_janitor(JANITOR_PERIOD, hard_stop.clone()),
     );
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
-    tracing::info!(%local_addr, mode = ?shared.config.pool.mode, "pgscale listening");
+    tracing::info!(%local_addr, ?metrics_addr, mode = ?shared.config().pool.mode, "pgscale listening");
     Ok(RunningProxy {
         local_addr,
+        metrics_addr,
         shared,
         tracker,
         accept,
         janitor,
-        health,
+        metrics,
         hard_stop,
         shutdown_timeout,
     })
@@ -91,7 +128,6 @@ pub async fn start(config: Config) -> Result<RunningProxy, ListenError> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
     let clients = Arc::new(AtomicUsize::new(0));
-    let max = shared.config.listen.max_client_conn;
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -106,8 +142,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
                 continue;
             }
         };
+        shared
+            .stats
+            .clients_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let max = shared.config().listen.max_client_conn;
         if clients.fetch_add(1, Ordering::Relaxed) >= max {
             clients.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .stats
+                .refused_max_client_conn
+                .fetch_add(1, Ordering::Relaxed);
             tracker.spawn(refuse(stream, ClientError::TooManyClients { max }));
             continue;
         }
@@ -144,9 +189,20 @@ impl RunningProxy {
         }
         self.hard_stop.cancel();
         let _ = self.janitor.await;
-        let _ = self.health.await;
+        let pollers = self.shared.health.lock().ok().and_then(|mut h| h.take());
+        if let Some(pollers) = pollers {
+            pollers.stop().await;
+        }
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.await;
+        }
         self.shared.pools.close_all();
         tracing::info!("shutdown complete");
+    }
+
+    /// Re-reads the config file (what SIGHUP does).
+    pub async fn reload(&self) -> Result<crate::reload::Reloaded, crate::reload::ReloadError> {
+        crate::reload::reload(&self.shared).await
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

@@ -56,6 +56,9 @@ enum Command {
         /// Streaming replicas of each primary; reads are routed to them.
         #[arg(long, default_value_t = 0)]
         replicas: usize,
+        /// Port for the Prometheus endpoint (0: any free port; METRICS_URL says which).
+        #[arg(long, default_value_t = 0)]
+        metrics_port: u16,
     },
 }
 
@@ -67,19 +70,23 @@ fn main() -> ExitCode {
         Command::ShardOf { config, table, key } => {
             return shard_of(&config, table.as_deref(), &key)
         }
-        Command::Serve { config } => match Config::load(&config) {
-            Ok(loaded) => runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded))),
+        Command::Serve { config: path } => match Config::load(&path) {
+            Ok(loaded) => {
+                runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded, path)))
+            }
             Err(e) => Err(e.into()),
         },
         Command::Demo {
             port,
             shards,
             replicas,
+            metrics_port,
         } => {
             let options = pgscale::demo::DemoOptions {
                 port,
                 shards: shards.map(|n| n as usize),
                 replicas,
+                metrics_port,
             };
             runtime(0).and_then(|rt| rt.block_on(demo(options)))
         }
@@ -146,6 +153,16 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.shard_names().join(", "),
                 config.shard_names().get(config.default_shard_index()).map_or("?", String::as_str),
             );
+            println!(
+                "operations: admin console for {} user(s) (+{} SHOW-only), metrics {}",
+                config.admin.users.len(),
+                config.admin.stats_users.len(),
+                config
+                    .metrics
+                    .address
+                    .as_deref()
+                    .map_or("off".to_string(), |a| format!("at http://{a}/metrics")),
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -188,11 +205,11 @@ fn load_or_report(path: &std::path::Path) -> Result<Config, ExitCode> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let proxy = pgscale::listener::start(config).await?;
-    wait_for_signal().await?;
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let proxy = pgscale::listener::start_from_file(config, path).await?;
+    let waited = run_until_stopped(&proxy).await;
     proxy.shutdown().await;
-    Ok(())
+    waited
 }
 
 async fn demo(options: pgscale::demo::DemoOptions) -> anyhow::Result<()> {
@@ -201,19 +218,26 @@ async fn demo(options: pgscale::demo::DemoOptions) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("pgscale demo is running; Ctrl-C stops it and every server it started.");
-    let waited = wait_for_signal().await;
+    let waited = run_until_stopped(&demo.proxy).await;
     demo.stop().await;
     waited
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Reloads the config on each SIGHUP (a rejected one is logged and the old one keeps running);
+/// returns on SIGINT or SIGTERM.
+async fn run_until_stopped(proxy: &pgscale::listener::RunningProxy) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // The outcome is logged by the reload itself.
+                let _ = proxy.reload().await;
+            }
+        }
     }
-    Ok(())
 }

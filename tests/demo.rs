@@ -117,6 +117,39 @@ fn demo_prints_urls_serves_queries_and_cleans_up() {
     }
     assert!(on_replica, "a read through the demo runs on its replica");
 
+    // The admin console and the metrics endpoint it prints.
+    let admin = values(&lines, "ADMIN_URL=")
+        .first()
+        .expect("ADMIN_URL line")
+        .to_string();
+    assert!(admin.ends_with(&format!(":{port}/pgscale")), "{admin}");
+    let out = psql(&admin, "SHOW VERSION");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("pgscale "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = values(&lines, "METRICS_URL=")
+        .first()
+        .expect("METRICS_URL line")
+        .to_string();
+    let address = metrics
+        .strip_prefix("http://")
+        .and_then(|m| m.strip_suffix("/metrics"))
+        .expect("http://host:port/metrics");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to metrics");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("pgscale_queries_total{database=\"app\",route=\"replica\"}"),
+        "{response}"
+    );
+
     stop_demo(child);
     let after = psql(&backend_url, "select 1");
     assert!(!after.status.success(), "the demo's Postgres is stopped");

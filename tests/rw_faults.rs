@@ -157,7 +157,12 @@ async fn killed_replica_under_pgbench_costs_no_client_a_failure() {
     // Reads caught by the crash were retried elsewhere (how many depends on timing: backends finish
     // the query they are running), and the dead replica's breaker opened.
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
-    assert!(shared.topology.shards[0].replicas[0].breaker.opened_total() > 0);
+    assert!(
+        shared.topology().shards[0].replicas[0]
+            .breaker
+            .opened_total()
+            > 0
+    );
 
     tokio::task::block_in_place(|| env.replicas[0].restart()).expect("restart replica");
     wait_reads_reach(&env, &env.replicas[0], Duration::from_secs(15)).await;
@@ -188,7 +193,12 @@ async fn hung_replica_under_pgbench_costs_no_client_a_failure() {
         "no client hangs past the timeouts: slowest transaction took {slowest:?}"
     );
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
-    assert!(shared.topology.shards[0].replicas[1].breaker.opened_total() > 0);
+    assert!(
+        shared.topology().shards[0].replicas[1]
+            .breaker
+            .opened_total()
+            > 0
+    );
     assert!(
         shared.reads_retried.load(Ordering::Relaxed) > 0,
         "reads waiting on the frozen replica were retried elsewhere"

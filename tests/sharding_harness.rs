@@ -32,7 +32,7 @@ async fn three_shards_are_three_servers_with_the_schema_and_a_sharded_config() {
     // The proxy knows every shard's primary and answers (routing by key is not tested here).
     let shared = env.proxy.as_ref().expect("proxy").shared().clone();
     let backend_ports: Vec<u16> = shared
-        .topology
+        .topology()
         .shards
         .iter()
         .map(|s| s.primary.addr.port)

@@ -3,6 +3,7 @@
 //! A config is parsed (`serde`), then validated into problems that each carry a dotted field path, so
 //! `pgscale check` can print every problem at once instead of stopping at the first.
 
+mod operations;
 mod routing;
 mod sharding;
 mod validate;
@@ -11,15 +12,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+pub use operations::{AdminConfig, LogConfig, MetricsConfig};
 pub use routing::{Consistency, HealthConfig, NoReplica, ReplicaConfig, RoutingConfig};
 pub(crate) use sharding::table_match_name;
 pub use sharding::{KeyTypeName, ShardedTableConfig, ShardingConfig};
 pub use validate::{Problem, ValidationError};
 
 /// Everything pgscale reads from its config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -33,13 +35,19 @@ pub struct Config {
     #[serde(default)]
     pub sharding: ShardingConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub shards: Vec<ShardConfig>,
 }
 
 /// The client-facing side: where to listen and what clients may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// `host:port` to accept clients on.
@@ -71,7 +79,7 @@ impl Default for ListenConfig {
 }
 
 /// How server connections are shared between clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// A client keeps one server connection for its whole session.
@@ -81,7 +89,7 @@ pub enum PoolMode {
 }
 
 /// Pool sizes and timeouts, shared by every (backend, database, user) pool.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
     pub mode: PoolMode,
@@ -129,7 +137,7 @@ impl PoolConfig {
 }
 
 /// How the proxy checks a client's password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthMethod {
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
@@ -140,7 +148,7 @@ pub enum AuthMethod {
 }
 
 /// A client login the proxy accepts, and the credentials it uses towards the servers for it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
@@ -172,7 +180,7 @@ impl UserConfig {
 }
 
 /// One shard: a primary and the replicas that stream from it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardConfig {
     /// The shard's name, from which its ring points are computed: the name, not the position in the
@@ -266,6 +274,17 @@ impl Config {
             .address
             .parse()
             .map_err(|e| format!("`{}` is not host:port: {e}", self.listen.address))
+    }
+
+    /// Where `/metrics` is served, if configured.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match &self.metrics.address {
+            None => Ok(None),
+            Some(address) => address
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("`{address}` is not host:port: {e}")),
+        }
     }
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {

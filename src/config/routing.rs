@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How reads are spread over replicas.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Send reads to replicas (transaction mode only: a session-mode client stays on the primary).
@@ -58,7 +58,7 @@ impl RoutingConfig {
 }
 
 /// What a client may read after it wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Consistency {
     #[serde(rename = "read-your-writes")]
     ReadYourWrites,
@@ -67,7 +67,7 @@ pub enum Consistency {
 }
 
 /// Where reads go when no replica is healthy and fresh enough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoReplica {
     Primary,
@@ -75,7 +75,7 @@ pub enum NoReplica {
 }
 
 /// Background health checks and circuit breakers, per backend server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// How often each backend is polled (round-trip time, WAL position, replica lag). Also how soon
@@ -120,7 +120,7 @@ impl HealthConfig {
 }
 
 /// A replica: its URL alone, or a table with a zone.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ReplicaConfig {
     Url(String),

@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Config, PoolMode};
 use crate::sharding::{KeyType, Ring, RingError, Rules, ShardedTable, DEFAULT_VNODES_PER_SHARD};
 
 /// `[sharding]`: what is sharded and how. With no `tables`, every statement goes to the default
 /// shard, as without the section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShardingConfig {
     /// Ring points per shard. Changing it moves keys between shards, like renaming a shard.
@@ -45,7 +45,7 @@ impl Default for ShardingConfig {
 }
 
 /// `[[sharding.tables]]`: a table whose rows live on the shard owning their `column` value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardedTableConfig {
     /// `table` or `schema.table`; matched by the unqualified name, case-insensitively.
@@ -58,7 +58,7 @@ pub struct ShardedTableConfig {
 
 /// A key type as written in the config. Kept apart from [`KeyType`] so the sharding module does not
 /// depend on serde or on how the config spells things.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyTypeName {
     Bigint,

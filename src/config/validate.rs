@@ -41,6 +41,22 @@ impl Config {
         if let Err(e) = self.listen_addr() {
             add("listen.address".into(), e);
         }
+        if let Err(e) = self.metrics_addr() {
+            add("metrics.address".into(), e);
+        }
+        for (list, names) in [
+            ("admin.users", &self.admin.users),
+            ("admin.stats_users", &self.admin.stats_users),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if self.user(name).is_none() {
+                    add(
+                        format!("{list}[{i}]"),
+                        format!("`{name}` is not in [[users]]: admins log in with a [[users]] entry's credentials"),
+                    );
+                }
+            }
+        }
         if self.listen.max_client_conn == 0 {
             add("listen.max_client_conn".into(), "must be at least 1".into());
         }

@@ -56,6 +56,31 @@ impl PollError {
     }
 }
 
+/// The running pollers of one topology; a reload stops them and starts the new topology's.
+pub struct Pollers {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Pollers {
+    /// Starts polling every backend of `topology` until `parent` fires or [`Pollers::stop`].
+    pub fn start(
+        topology: Arc<Topology>,
+        config: Arc<Config>,
+        parent: &CancellationToken,
+    ) -> Pollers {
+        let stop = parent.child_token();
+        let task = spawn(topology, config, stop.clone());
+        Pollers { stop, task }
+    }
+
+    /// Stops every poller and waits for them to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// Starts one poller per backend of `topology`; the returned task ends once they all stopped, after
 /// `stop` is cancelled. With no user to log in as, nothing is polled (replicas then take no reads).
 pub fn spawn(

@@ -19,14 +19,16 @@ pub mod server;
 pub mod topology;
 
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{BackendAddr, PoolConfig};
+use crate::stats::ServerRegistry;
 use backend::Backend;
 use breaker::FailureKind;
 use server::{ConnectSpec, ServerConn, ServerError};
@@ -86,9 +88,25 @@ pub struct Pool {
     pub key: PoolKey,
     /// The server this pool connects to: connects feed its breaker, connections join its registry.
     backend: Arc<Backend>,
-    spec: ConnectSpec,
-    settings: PoolSettings,
+    /// Credentials and timeouts; replaced by a config reload.
+    spec: ArcSwap<ConnectSpec>,
+    /// Sizes and timeouts; replaced by a config reload ([`Pool::reconfigure`]).
+    settings: ArcSwap<PoolSettings>,
     permits: Arc<Semaphore>,
+    /// Permits that exist (handed out or free): `settings.size` once a shrink has caught up.
+    size: AtomicUsize,
+    /// Bumped by `RECONNECT`: connections opened before are closed instead of reused.
+    generation: AtomicU64,
+    /// Open connections, for `SHOW SERVERS`.
+    pub servers: ServerRegistry,
+    /// Checkouts that found no free connection and waited; total wait; those that gave up.
+    pub waits: AtomicU64,
+    pub wait_us: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Where checkout waits are recorded for Prometheus (set by whoever creates the pool).
+    pub wait_seconds: std::sync::OnceLock<metrics::Histogram>,
+    /// Checkouts waiting for a permit right now.
+    waiting: AtomicUsize,
     /// Idle connections, most recently used last (reused first, so old ones age out).
     idle: Mutex<Vec<ServerConn>>,
     /// Connections open (idle + checked out).
@@ -136,8 +154,12 @@ impl PooledConn {
             return;
         };
         conn.last_used = Instant::now();
-        if conn.created.elapsed() >= self.pool.settings.max_lifetime
+        if let Some(tracker) = &conn.tracker {
+            tracker.entry.checked_in();
+        }
+        if conn.created.elapsed() >= self.pool.settings().max_lifetime
             || self.pool.permits.is_closed()
+            || conn.generation != self.pool.generation.load(Ordering::Relaxed)
         {
             self.pool.open.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -170,9 +192,17 @@ impl Pool {
         Arc::new(Pool {
             key,
             backend,
-            spec,
+            spec: ArcSwap::from_pointee(spec),
             permits: Arc::new(Semaphore::new(settings.size)),
-            settings,
+            size: AtomicUsize::new(settings.size),
+            settings: ArcSwap::from_pointee(settings),
+            generation: AtomicU64::new(0),
+            servers: ServerRegistry::default(),
+            waits: AtomicU64::new(0),
+            wait_us: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            wait_seconds: std::sync::OnceLock::new(),
             idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             validated: DashMap::new(),
@@ -180,8 +210,57 @@ impl Pool {
         })
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
+    /// The current sizes and timeouts (a snapshot: a reload may replace them).
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
+    /// Applies reloaded settings and credentials. Growing the pool frees permits at once; shrinking
+    /// takes permits away as connections come back, so nobody holding one is interrupted.
+    pub fn reconfigure(self: &Arc<Self>, settings: PoolSettings, spec: ConnectSpec) {
+        let old = self.size.swap(settings.size, Ordering::Relaxed);
+        if settings.size > old {
+            self.permits.add_permits(settings.size - old);
+        } else if settings.size < old {
+            let surplus = (old - settings.size) as u32;
+            let permits = self.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
+        // Idle connections beyond the new size close now, not after idle_timeout.
+        let trimmed = match self.idle.lock() {
+            Ok(mut idle) => {
+                let excess = idle.len().saturating_sub(settings.size);
+                idle.drain(..excess).count()
+            }
+            Err(_) => 0,
+        };
+        self.open.fetch_sub(trimmed, Ordering::Relaxed);
+        self.settings.store(Arc::new(settings));
+        self.spec.store(Arc::new(spec));
+    }
+
+    /// `RECONNECT`: idle connections close now, busy ones when they are given back.
+    pub fn reconnect(&self) -> usize {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        let closed = match self.idle.lock() {
+            Ok(mut idle) => {
+                let n = idle.len();
+                idle.clear();
+                n
+            }
+            Err(_) => 0,
+        };
+        self.open.fetch_sub(closed, Ordering::Relaxed);
+        closed
+    }
+
+    /// Clients waiting for a connection of this pool right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     pub fn backend(&self) -> &Arc<Backend> {
@@ -190,32 +269,65 @@ impl Pool {
 
     /// Connections checked out right now (the balancer's load measure).
     pub fn in_use(&self) -> usize {
-        self.settings
-            .size
+        self.size
+            .load(Ordering::Relaxed)
             .saturating_sub(self.permits.available_permits())
     }
 
     /// Waits up to `checkout_timeout` for a connection, replacing idle ones that died meanwhile.
     pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
+        self.checkout_for(0).await
+    }
+
+    /// [`Pool::checkout`] on behalf of client `client_id` (shown by `SHOW SERVERS` as its link).
+    pub async fn checkout_for(
+        self: &Arc<Self>,
+        client_id: u64,
+    ) -> Result<PooledConn, CheckoutError> {
+        let conn = self.checkout_inner().await?;
+        if let Some(tracker) = &conn.tracker {
+            tracker.entry.checked_out(client_id);
+        }
+        Ok(conn)
+    }
+
+    async fn checkout_inner(self: &Arc<Self>) -> Result<PooledConn, CheckoutError> {
+        let settings = self.settings();
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(CheckoutError::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let started = Instant::now();
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                self.waiting.fetch_add(1, Ordering::Relaxed);
                 let wait = self.permits.clone().acquire_owned();
-                match tokio::time::timeout(self.settings.checkout_timeout, wait).await {
+                let waited = tokio::time::timeout(settings.checkout_timeout, wait).await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                let waited_for = started.elapsed();
+                self.wait_us
+                    .fetch_add(crate::stats::micros(waited_for), Ordering::Relaxed);
+                if let Some(histogram) = self.wait_seconds.get() {
+                    histogram.record(waited_for.as_secs_f64());
+                }
+                match waited {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => return Err(CheckoutError::Closed),
                     Err(_) => {
+                        self.timeouts.fetch_add(1, Ordering::Relaxed);
                         return Err(CheckoutError::Timeout {
-                            waited: self.settings.checkout_timeout,
-                            size: self.settings.size,
-                        })
+                            waited: settings.checkout_timeout,
+                            size: settings.size,
+                        });
                     }
                 }
             }
         };
+        let generation = self.generation.load(Ordering::Relaxed);
         while let Some(conn) = self.pop_idle() {
-            if conn.created.elapsed() < self.settings.max_lifetime && conn.looks_alive() {
+            if conn.created.elapsed() < settings.max_lifetime
+                && conn.generation == generation
+                && conn.looks_alive()
+            {
                 return Ok(PooledConn {
                     conn: Some(conn),
                     pool: self.clone(),
@@ -241,7 +353,8 @@ impl Pool {
     /// hung count against its breaker; an `ErrorResponse` (bad password, unknown database, too many
     /// connections) comes from a server that is up.
     async fn connect(&self) -> Result<ServerConn, ServerError> {
-        let mut conn = match ServerConn::connect(&self.spec).await {
+        let spec = self.spec.load_full();
+        let mut conn = match ServerConn::connect(&spec).await {
             Ok(conn) => conn,
             Err(e) => {
                 if let Some(kind) = FailureKind::of_connect_error(&e) {
@@ -251,6 +364,8 @@ impl Pool {
             }
         };
         conn.registration = Some(self.backend.register_conn(conn.stream.as_raw_fd()));
+        conn.tracker = Some(self.servers.add(conn.pid, conn.stream.local_addr().ok()));
+        conn.generation = self.generation.load(Ordering::Relaxed);
         self.backend.record_success();
         self.open.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pool = %self.key, pid = conn.pid, "opened server connection");
@@ -294,18 +409,21 @@ impl Pool {
     /// connections up to `min_idle`.
     pub async fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
+        let settings = self.settings();
+        let generation = self.generation.load(Ordering::Relaxed);
         let retired = {
             let Ok(mut idle) = self.idle.lock() else {
                 return;
             };
             let before = idle.len();
             let mut keep = Vec::with_capacity(before);
-            let mut surplus = before.saturating_sub(self.settings.min_idle);
+            let mut surplus = before.saturating_sub(settings.min_idle);
             // Oldest-used first, so the ones dropped for idleness are the coldest.
             for conn in idle.drain(..) {
-                let too_old = now.duration_since(conn.created) >= self.settings.max_lifetime;
+                let too_old = now.duration_since(conn.created) >= settings.max_lifetime
+                    || conn.generation != generation;
                 let too_idle =
-                    surplus > 0 && now.duration_since(conn.last_used) >= self.settings.idle_timeout;
+                    surplus > 0 && now.duration_since(conn.last_used) >= settings.idle_timeout;
                 if too_old || too_idle || !conn.looks_alive() {
                     surplus = surplus.saturating_sub(1);
                 } else {
@@ -319,7 +437,7 @@ impl Pool {
             self.open.fetch_sub(retired, Ordering::Relaxed);
             tracing::debug!(pool = %self.key, retired, "closed idle server connections");
         }
-        while self.idle_connections() < self.settings.min_idle {
+        while self.idle_connections() < settings.min_idle {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 break;
             };
@@ -367,6 +485,11 @@ impl Pools {
         }
         let pool = make(&key);
         self.pools.entry(key).or_insert(pool).clone()
+    }
+
+    /// Forgets a pool (its backend left the topology); clients still holding it finish with it.
+    pub fn remove(&self, key: &PoolKey) -> Option<Arc<Pool>> {
+        self.pools.remove(key).map(|(_, pool)| pool)
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

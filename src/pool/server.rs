@@ -68,6 +68,10 @@ pub struct ServerConn {
     /// Keeps the socket in its backend's registry (so a failed backend can sever it). Fields drop in
     /// declaration order: this must stay before `stream`, so the fd is unregistered before it closes.
     pub registration: Option<ConnRegistration>,
+    /// Lists the connection in its pool for `SHOW SERVERS` while it is open.
+    pub tracker: Option<crate::stats::ServerTracker>,
+    /// The pool's generation when it was opened: `RECONNECT` closes older ones once released.
+    pub generation: u64,
     pub stream: TcpStream,
     pub addr: Arc<BackendAddr>,
     pub pid: i32,
@@ -115,6 +119,8 @@ impl ServerConn {
         stream.set_nodelay(true).map_err(io)?;
         let mut conn = ServerConn {
             registration: None,
+            tracker: None,
+            generation: 0,
             stream,
             addr: spec.addr.clone(),
             pid: 0,

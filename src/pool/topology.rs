@@ -53,6 +53,35 @@ impl Topology {
         Ok(Topology { shards })
     }
 
+    /// The topology of a reloaded config, keeping the [`Backend`] (breaker, health, registered
+    /// sockets) of every server that is still there in the same shard, role and zone.
+    pub fn reusing(config: &Config, old: &Topology) -> Result<Topology, String> {
+        let mut new = Topology::from_config(config)?;
+        for shard in &mut new.shards {
+            let keep = |b: &Arc<Backend>| {
+                old.backends()
+                    .find(|o| {
+                        o.shard == b.shard
+                            && o.role == b.role
+                            && o.addr == b.addr
+                            && o.zone == b.zone
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| b.clone())
+            };
+            shard.primary = keep(&shard.primary);
+            for replica in &mut shard.replicas {
+                *replica = keep(replica);
+            }
+        }
+        Ok(new)
+    }
+
+    /// Whether `backend` (this very object) is one of this topology's.
+    pub fn contains(&self, backend: &Arc<Backend>) -> bool {
+        self.backends().any(|b| Arc::ptr_eq(b, backend))
+    }
+
     /// Every backend, primaries and replicas.
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.shards

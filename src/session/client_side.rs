@@ -28,7 +28,7 @@ impl Session {
         // read could lose a wake-up for data that arrived meanwhile (a hang).
         match self.client.try_read_buf(&mut self.client_buf) {
             Ok(0) => return Flow::End(EndReason::ClientGone),
-            Ok(_) => {}
+            Ok(n) => self.meter.received(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Flow::Continue,
             Err(_) => return Flow::End(EndReason::ClientGone),
         }
@@ -78,6 +78,8 @@ impl Session {
             if let Some(routing) = self.routing.as_deref_mut() {
                 routing.on_client_bytes();
             }
+            self.note_proxy_replies();
+            self.meter.sent(self.to_client.len());
             let result = self.client.write_all(&self.to_client).await;
             self.to_client.clear();
             if result.is_err() {
@@ -247,6 +249,13 @@ impl Session {
         let sql = reader
             .cstr_utf8()
             .map_err(|e| format!("invalid Query message: {e}"))?;
+        if self.meter.log_statements {
+            tracing::info!(
+                client = self.meter.client_id(),
+                sql,
+                "statement (log.statements)"
+            );
+        }
         let ops = session_ops(sql);
         self.note_ops(ops);
         self.forward(frame, Some(Expect::UntilReady));
@@ -274,6 +283,13 @@ impl Session {
         let sql = reader
             .cstr_utf8()
             .map_err(|e| format!("invalid Parse message: {e}"))?;
+        if self.meter.log_statements {
+            tracing::info!(
+                client = self.meter.client_id(),
+                sql,
+                "prepared statement (log.statements)"
+            );
+        }
         if name.is_empty() || !self.rename_statements {
             self.unnamed_ops = session_ops(sql);
             self.forward(

@@ -12,6 +12,7 @@ use crate::error::ClientError;
 use crate::pool::breaker::{BreakerState, FailureKind};
 use crate::pool::server::{send_cancel, ServerError};
 use crate::pool::{CheckoutError, Pool};
+use crate::stats::ClientState;
 
 /// A server connection holding more prepared statements than this is closed rather than reused.
 const MAX_PREPARED_PER_SERVER: usize = 2_000;
@@ -91,6 +92,7 @@ impl AttachError {
 impl Session {
     /// Checks out a connection to the primary (no read/write splitting for this client).
     pub(super) async fn attach_server(&mut self) -> Result<(), AttachError> {
+        self.enter_gate().await;
         let backend = self.pool.backend();
         if !backend.breaker.is_closed() {
             return Err(AttachError::BackendDown {
@@ -105,8 +107,18 @@ impl Session {
     /// Checks out a server connection from `pool` and brings its session settings in line with this
     /// client's.
     pub(super) async fn attach_to(&mut self, pool: &Arc<Pool>) -> Result<(), AttachError> {
+        self.enter_gate().await;
+        self.meter.set_state(ClientState::Waiting);
         // Boxed (here and below): rare, deep futures kept out of every idle session's state.
-        let mut conn = Box::pin(pool.checkout()).await?;
+        let checked_out = Box::pin(pool.checkout_for(self.meter.client_id())).await;
+        let mut conn = match checked_out {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.meter.set_state(ClientState::Idle);
+                return Err(e.into());
+            }
+        };
+        self.meter.set_state(ClientState::Active);
         if let Some(sql) = self.params.sync_sql(&conn.applied) {
             match Box::pin(conn.run_hidden(&sql)).await {
                 Ok(_) => self.params.mark_applied(&mut conn.applied),
@@ -125,6 +137,7 @@ impl Session {
             return;
         };
         self.cancel_slot.set(None);
+        self.meter.set_state(ClientState::Idle);
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.on_release();
         }

@@ -11,6 +11,7 @@ mod copy_split;
 mod fanout;
 pub mod functions;
 mod lifecycle;
+mod meter;
 pub mod params;
 pub mod pending;
 pub mod prepared;
@@ -23,8 +24,9 @@ mod targets;
 mod two_phase;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU64};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -32,27 +34,53 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cancel::{CancelRegistry, CancelSlot};
 use crate::config::{Config, PoolMode};
+use crate::pause::Gates;
 use crate::pool::topology::Topology;
 use crate::pool::{Pool, PooledConn, Pools};
+use crate::prometheus::Metrics;
 use crate::protocol::client_auth;
 use crate::protocol::scram::ScramSecret;
 use crate::router::cache::PlanCache;
 use crate::router::session_ops::SessionOp;
 use crate::sharding::scatter_cache::ScatterPlans;
 use crate::sharding::Sharding;
+use crate::stats::Stats;
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use functions::Catalogs;
 use params::ClientParams;
 use pending::Pending;
 use prepared::{ClientStatements, StatementRegistry};
 use routing::Routing;
+pub(crate) use startup::connect_spec;
+
+/// The parts of the config a reload replaces together.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// Client users' SCRAM verifiers, derived once per config.
+    pub scram_secrets: HashMap<String, ScramSecret>,
+    /// Every backend server, with its health and circuit breaker.
+    pub topology: Arc<Topology>,
+}
 
 /// What every session shares.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// Config, secrets and topology; swapped whole by a reload (`crate::reload`).
+    live: ArcSwap<Live>,
+    /// Bumped by each reload: sessions pick up new pools at their next transaction.
+    pub generation: AtomicU64,
+    /// The file the config came from (what `RELOAD` and SIGHUP re-read).
+    pub config_path: Option<PathBuf>,
     pub pools: Arc<Pools>,
-    /// Every backend server, with its health and circuit breaker.
-    pub topology: Arc<Topology>,
+    /// Counters and client registry behind `SHOW` and the metrics.
+    pub stats: Stats,
+    /// `PAUSE`/`RESUME`.
+    pub gates: Arc<Gates>,
+    pub metrics: Metrics,
+    /// The running health pollers, restarted by a reload that changes the topology.
+    pub(crate) health: Mutex<Option<crate::pool::health::Pollers>>,
+    /// Serializes reloads (SIGHUP and `RELOAD` may race).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
     /// Routing decisions by statement shape.
     pub plans: PlanCache,
     /// Which functions write, per database.
@@ -68,8 +96,6 @@ pub struct Shared {
     pub reads_retried: AtomicU64,
     pub statements: StatementRegistry,
     pub cancels: CancelRegistry,
-    /// Client users' SCRAM verifiers, derived once at start.
-    pub scram_secrets: HashMap<String, ScramSecret>,
     /// Fires when the proxy starts shutting down: idle clients are told and disconnected.
     pub shutdown: CancellationToken,
     /// Fires when the shutdown timeout has passed: every session ends now.
@@ -81,12 +107,23 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         config: Arc<Config>,
+        config_path: Option<PathBuf>,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) -> Result<Arc<Shared>, String> {
         Ok(Arc::new(Shared {
-            scram_secrets: client_auth::scram_secrets(&config.users),
-            topology: Arc::new(Topology::from_config(&config)?),
+            live: ArcSwap::from_pointee(Live {
+                scram_secrets: client_auth::scram_secrets(&config.users),
+                topology: Arc::new(Topology::from_config(&config)?),
+                config: config.clone(),
+            }),
+            generation: AtomicU64::new(0),
+            config_path,
+            stats: Stats::new(),
+            gates: Arc::new(Gates::default()),
+            metrics: Metrics::new(),
+            health: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
             plans: PlanCache::with_rules(
                 config.routing.plan_cache_size,
                 Arc::new(config.sharding_rules()),
@@ -96,7 +133,6 @@ impl Shared {
             scatter_plans: ScatterPlans::new(config.routing.plan_cache_size),
             bytewise_text: DashMap::new(),
             reads_retried: AtomicU64::new(0),
-            config,
             pools: Arc::new(Pools::default()),
             statements: StatementRegistry::default(),
             cancels: CancelRegistry::default(),
@@ -104,6 +140,29 @@ impl Shared {
             hard_stop,
             next_pid: AtomicI32::new(1_000_000),
         }))
+    }
+}
+
+impl Shared {
+    /// The config in force (a reload may replace it; hold the `Arc` for a consistent view).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load().config.clone()
+    }
+
+    /// Every backend server as of the last reload.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.live.load().topology.clone()
+    }
+
+    /// Config, secrets and topology together.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Installs a reloaded config; sessions move to it at their next transaction.
+    pub(crate) fn install(&self, live: Live) {
+        self.live.store(Arc::new(live));
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -184,6 +243,12 @@ pub(crate) struct Session {
     pid: i32,
     secret: i32,
     shutting_down: bool,
+    /// Counts, client listing and `PAUSE` pass.
+    meter: meter::Meter,
+    /// The reload generation of this session's pools.
+    generation: u64,
+    /// The client's login name (its pools are looked up again after a reload).
+    user_name: String,
 }
 
 /// Serves one client connection until it ends. Never panics on client or server input.
@@ -200,14 +265,27 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
+    tracing::info!(
+        client = session.meter.client_id(),
+        ?peer,
+        user = %session.user_name,
+        database = %session.pool.key.database,
+        "client connected"
+    );
     let reason = session.run_loop().await;
     Box::pin(session.goodbye(reason)).await;
+    session.meter.flush_bytes();
     tracing::info!(
+        client = session.meter.client_id(),
         ?peer,
-        user = %session.pool.key.user,
+        user = %session.user_name,
         database = %session.pool.key.database,
         ?reason,
         duration_ms = started.elapsed().as_millis() as u64,
+        queries = session.meter.queries,
+        transactions = session.meter.transactions,
+        bytes_in = session.meter.bytes_in,
+        bytes_out = session.meter.bytes_out,
         "client disconnected"
     );
 }
@@ -238,6 +316,7 @@ impl Session {
             if let Flow::End(reason) = flow {
                 return reason;
             }
+            self.leave_gate_if_idle();
         }
     }
 

@@ -14,6 +14,7 @@ use super::lifecycle::AttachError;
 use super::sharded::Placement;
 use super::{Flow, Session};
 use crate::error::ClientError;
+use crate::pool::topology::Topology;
 use crate::pool::Pool;
 use crate::protocol::codec::{self, BodyReader};
 use crate::router::fingerprint::leading_hint;
@@ -50,6 +51,9 @@ pub(super) struct ShardPools {
 pub(super) struct Routing {
     /// This client's pools, per shard in the topology's order.
     pub(super) shards: Vec<ShardPools>,
+    /// The backends those pools connect to (their health picks replicas), as of the client's last
+    /// move to a reloaded config.
+    pub(super) topology: Arc<Topology>,
     /// The shard of the unit being routed, or of the one holding the server.
     pub(super) shard: usize,
     pub(super) catalog: Arc<DbCatalog>,
@@ -102,10 +106,15 @@ pub(super) struct LastWrite {
 }
 
 impl Routing {
-    pub(super) fn new(shards: Vec<ShardPools>, catalog: Arc<DbCatalog>) -> Routing {
+    pub(super) fn new(
+        shards: Vec<ShardPools>,
+        topology: Arc<Topology>,
+        catalog: Arc<DbCatalog>,
+    ) -> Routing {
         Routing {
             writes: vec![LastWrite::default(); shards.len()],
             shards,
+            topology,
             shard: 0,
             catalog,
             unit: UnitRouter::default(),
@@ -123,6 +132,14 @@ impl Routing {
             retry: None,
             attached: None,
         }
+    }
+
+    /// Moves to the pools of a reloaded config (between transactions); what the client wrote is
+    /// remembered (the shards are the same: a reload cannot change them).
+    pub(super) fn replace_pools(&mut self, new: Routing) {
+        self.shards = new.shards;
+        self.topology = new.topology;
+        self.writes.resize(self.shards.len(), LastWrite::default());
     }
 
     pub(super) fn is_holding(&self) -> bool {
@@ -463,6 +480,7 @@ impl Session {
 
     /// Routes a complete unit (its messages are `frames`), attaches a server for it and sends it.
     async fn dispatch(&mut self, frames: Bytes) -> Flow {
+        self.enter_gate().await;
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.unit_statements.clear();
         }

@@ -38,6 +38,7 @@ impl Session {
             Ok(request) => request,
             Err(reason) => return self.refuse_shards(reason, &frames),
         };
+        let is_copy = matches!(need, Need::CopyIn { .. });
         let result = match need {
             Need::Scatter => self.scatter_read(&request, None).await,
             Need::ReadShards(shards) => self.scatter_read(&request, Some(shards)).await,
@@ -56,6 +57,9 @@ impl Session {
                 "not a multi-shard statement".to_string(),
             )),
         };
+        if !is_copy {
+            self.request_done(Some(crate::stats::Route::Fanout), b'I');
+        }
         match result {
             Ok(()) => Flow::Continue,
             Err(error) => {

@@ -119,6 +119,10 @@ impl Session {
                     Err(_) => Flow::End(EndReason::ClientGone),
                 };
             }
+            if tag == b'E' {
+                let (code, _) = codec::parse_error_fields(body);
+                self.shared.stats.count_error(code.as_bytes());
+            }
             let action = self.pending.on_frame(tag, body, &mut events);
             match tag {
                 b'S' => {
@@ -158,6 +162,7 @@ impl Session {
                 self.pending.drain_synthetic(&mut out);
             }
             if tag == b'Z' && self.pending.is_empty() {
+                self.request_done(None, self.status);
                 if let Some(routing) = self.routing.as_deref_mut() {
                     routing.on_ready();
                 }
@@ -180,9 +185,11 @@ impl Session {
             }
         }
         let write = if out.is_empty() && forward_from == 0 {
+            self.meter.sent(pos);
             self.client.write_all(&buf[..pos]).await
         } else {
             out.extend_from_slice(&buf[forward_from..pos]);
+            self.meter.sent(out.len());
             let result = self.client.write_all(&out).await;
             out.clear();
             result

@@ -9,10 +9,11 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::meter::Meter;
 use super::params::ClientParams;
 use super::routing::{Routing, ShardPools};
-use super::{EndReason, Session, Shared};
-use crate::config::PoolMode;
+use super::{EndReason, Live, Session, Shared};
+use crate::config::{Config, PoolMode};
 use crate::error::ClientError;
 use crate::pool::backend::Backend;
 use crate::pool::server::ConnectSpec;
@@ -22,13 +23,15 @@ use crate::protocol::codec;
 use crate::protocol::startup::{
     parse_options, read_first_packet, FirstPacket, StartupError, StartupMessage,
 };
+use crate::stats::NewClient;
 
 /// Runs the startup phase. `Ok(None)` when the connection was only a cancel request.
 pub(super) async fn login(
     mut client: TcpStream,
     shared: &Arc<Shared>,
 ) -> Result<Option<Session>, EndReason> {
-    let config = shared.config.clone();
+    let live = shared.live();
+    let config = live.config.clone();
     let timeout = Duration::from_millis(config.listen.startup_timeout_ms);
     let startup = match read_first_packet(&mut client, timeout).await {
         Ok(FirstPacket::Cancel { pid, secret }) => {
@@ -47,6 +50,7 @@ pub(super) async fn login(
                 }
                 other => ClientError::ProtocolViolation(other.to_string()),
             };
+            shared.stats.refused_startup.fetch_add(1, Ordering::Relaxed);
             return Err(refuse(&mut client, error).await);
         }
     };
@@ -65,13 +69,17 @@ pub(super) async fn login(
     let user = config.user(&user_name);
     let auth = tokio::time::timeout(
         timeout,
-        client_auth::authenticate(&mut client, &user_name, user, &shared.scram_secrets),
+        client_auth::authenticate(&mut client, &user_name, user, &live.scram_secrets),
     )
     .await;
     match auth {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(refuse(&mut client, e).await),
+        Ok(Err(e)) => {
+            shared.stats.refused_auth.fetch_add(1, Ordering::Relaxed);
+            return Err(refuse(&mut client, e).await);
+        }
         Err(_) => {
+            shared.stats.refused_startup.fetch_add(1, Ordering::Relaxed);
             let e = ClientError::StartupTimeout {
                 ms: config.listen.startup_timeout_ms,
             };
@@ -81,38 +89,28 @@ pub(super) async fn login(
     let Some(user) = user else {
         return Err(EndReason::StartupFailed);
     };
+    if database == crate::admin::ADMIN_DATABASE {
+        let listing = list_client(shared, &client, &startup, &user_name, &database, true);
+        Box::pin(crate::admin::serve(
+            client,
+            shared.clone(),
+            &config,
+            listing,
+        ))
+        .await;
+        return Ok(None);
+    }
 
-    let topology = &shared.topology;
-    // Unsharded statements (and session-mode clients) use the default shard.
-    let default_shard = config
-        .default_shard_index()
-        .min(topology.shards.len().saturating_sub(1));
-    let pool = pool_for(
-        shared,
-        &topology.shards[default_shard].primary,
-        &database,
-        user,
-    );
+    let generation = shared.generation.load(Ordering::SeqCst);
+    let (pool, routing) = pools_of(shared, &live, &database, user, None);
     let mode = config.pool.mode;
-    let splits =
-        config.routing.read_write_split && topology.shards.iter().any(|s| !s.replicas.is_empty());
-    let routing =
-        (mode == PoolMode::Transaction && (splits || topology.shards.len() > 1)).then(|| {
-            let shards = topology
-                .shards
-                .iter()
-                .map(|shard| ShardPools {
-                    primary: pool_for(shared, &shard.primary, &database, user),
-                    replicas: shard
-                        .replicas
-                        .iter()
-                        .map(|backend| pool_for(shared, backend, &database, user))
-                        .collect(),
-                })
-                .collect();
-            Box::new(Routing::new(shards, shared.catalogs.get(&database)))
-        });
     let params = ClientParams::from_startup(&startup.params, &options);
+    let listing = list_client(shared, &client, &startup, &user_name, &database, false);
+    let meter = Meter::new(
+        listing,
+        shared.stats.database(&database),
+        config.log.statements,
+    );
     let pid = match mode {
         PoolMode::Transaction => shared.next_pid.fetch_add(1, Ordering::Relaxed),
         PoolMode::Session => 0,
@@ -147,9 +145,31 @@ pub(super) async fn login(
         pid,
         secret: 0,
         shutting_down: false,
+        meter,
+        generation,
+        user_name,
     };
     session.greet().await?;
     Ok(Some(session))
+}
+
+/// Lists a client that logged in (for `SHOW CLIENTS` and the metrics).
+fn list_client(
+    shared: &Shared,
+    client: &TcpStream,
+    startup: &StartupMessage,
+    user: &str,
+    database: &str,
+    admin: bool,
+) -> crate::stats::ClientListing {
+    shared.stats.clients.add(NewClient {
+        user,
+        database,
+        peer: client.peer_addr().ok(),
+        local: client.local_addr().ok(),
+        application_name: startup.get("application_name").unwrap_or_default(),
+        admin,
+    })
 }
 
 /// Answers a request for a newer minor protocol version or `_pq_.` options with what we support.
@@ -180,9 +200,86 @@ async fn negotiate_version(
         .map_err(|_| EndReason::ClientGone)
 }
 
+/// A client's pool on its default shard's primary, and its pools on every backend when it routes
+/// (transaction mode with replicas or several shards).
+fn pools_of(
+    shared: &Arc<Shared>,
+    live: &Live,
+    database: &str,
+    user: &crate::config::UserConfig,
+    routes: Option<bool>,
+) -> (Arc<Pool>, Option<Box<Routing>>) {
+    let config = &live.config;
+    let topology = &live.topology;
+    // Unsharded statements (and session-mode clients) use the default shard.
+    let default_shard = config
+        .default_shard_index()
+        .min(topology.shards.len().saturating_sub(1));
+    let pool = pool_for(
+        shared,
+        config,
+        &topology.shards[default_shard].primary,
+        database,
+        user,
+    );
+    let splits =
+        config.routing.read_write_split && topology.shards.iter().any(|s| !s.replicas.is_empty());
+    // A connected client keeps routing or not as it started (`routes`): its unit handling is set up
+    // for one or the other. Routing over a shard without replicas just sends everything to the
+    // primary.
+    let routes = routes.unwrap_or(
+        config.pool.mode == PoolMode::Transaction && (splits || topology.shards.len() > 1),
+    );
+    let routing = routes.then(|| {
+        let shards = topology
+            .shards
+            .iter()
+            .map(|shard| ShardPools {
+                primary: pool_for(shared, config, &shard.primary, database, user),
+                replicas: shard
+                    .replicas
+                    .iter()
+                    .map(|backend| pool_for(shared, config, backend, database, user))
+                    .collect(),
+            })
+            .collect();
+        Box::new(Routing::new(
+            shards,
+            topology.clone(),
+            shared.catalogs.get(database),
+        ))
+    });
+    (pool, routing)
+}
+
+impl Session {
+    /// After a reload, moves this session to the new pools (between transactions: it holds no
+    /// server). A client whose user was removed keeps the pools it has.
+    pub(super) fn refresh_pools(&mut self) {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        if generation == self.generation || self.server.is_some() {
+            return;
+        }
+        self.generation = generation;
+        let live = self.shared.live();
+        self.meter.log_statements = live.config.log.statements;
+        let Some(user) = live.config.user(&self.user_name) else {
+            return;
+        };
+        let database = self.pool.key.database.clone();
+        let routes = self.routing.is_some();
+        let (pool, routing) = pools_of(&self.shared, &live, &database, user, Some(routes));
+        self.pool = pool;
+        if let (Some(current), Some(new)) = (self.routing.as_deref_mut(), routing) {
+            current.replace_pools(*new);
+        }
+    }
+}
+
 /// This client's pool on `backend`, created on first use.
 fn pool_for(
     shared: &Arc<Shared>,
+    config: &Config,
     backend: &Arc<Backend>,
     database: &str,
     user: &crate::config::UserConfig,
@@ -192,23 +289,40 @@ fn pool_for(
         database: database.to_string(),
         user: user.server_user().to_string(),
     };
-    let config = &shared.config;
     shared.pools.get_or_create(key, |key| {
-        let spec = ConnectSpec {
-            addr: backend.addr.clone(),
-            user: key.user.clone(),
-            password: user.server_password().map(str::to_string),
-            database: key.database.clone(),
-            timeout: config.pool.connect_timeout(),
-            application_name: None,
-        };
-        Pool::new(
+        let pool = Pool::new(
             key.clone(),
-            spec,
+            connect_spec(config, backend, key, user),
             PoolSettings::from_config(&config.pool, user.pool_size),
             backend.clone(),
-        )
+        );
+        let shard = config
+            .shard_names()
+            .get(backend.shard)
+            .cloned()
+            .unwrap_or_default();
+        let _ = pool
+            .wait_seconds
+            .set(shared.metrics.pool_wait_histogram(backend, &shard));
+        pool
     })
+}
+
+/// How a pool logs in to its server.
+pub(crate) fn connect_spec(
+    config: &Config,
+    backend: &Backend,
+    key: &PoolKey,
+    user: &crate::config::UserConfig,
+) -> ConnectSpec {
+    ConnectSpec {
+        addr: backend.addr.clone(),
+        user: key.user.clone(),
+        password: user.server_password().map(str::to_string),
+        database: key.database.clone(),
+        timeout: config.pool.connect_timeout(),
+        application_name: None,
+    }
 }
 
 impl Session {

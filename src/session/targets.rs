@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::lifecycle::AttachError;
 use super::routing::{RouteError, Target};
 use super::{Flow, Session};
 use crate::config::{Consistency, NoReplica};
 use crate::error::ClientError;
 use crate::pool::balancer::{choose_replica, ReadRequest};
 use crate::pool::breaker::FailureKind;
-use crate::pool::Pool;
+use crate::pool::{CheckoutError, Pool};
 use crate::router::plan::Decision;
 
 /// What a read may see, given the client's own writes.
@@ -38,7 +39,12 @@ impl Session {
             match self.attach_to(&pool).await {
                 Ok(()) => return Ok(target),
                 Err(e) => match target {
-                    Target::Replica(i) if e.is_backend_failure() => {
+                    // A closed pool: a reload removed this replica after the session picked up
+                    // its pools; another replica (or the primary) takes the read.
+                    Target::Replica(i)
+                        if e.is_backend_failure()
+                            || matches!(e, AttachError::Checkout(CheckoutError::Closed)) =>
+                    {
                         tracing::info!(replica = %pool.key.addr, error = %e, "replica failed; trying another");
                         tried.push(i);
                     }
@@ -80,9 +86,12 @@ impl Session {
             Decision::Neutral if primary_up => return Ok(Target::Primary),
             Decision::Neutral | Decision::Replica => {}
         }
-        let shared = self.shared.clone();
-        let routing_config = &shared.config.routing;
-        let Some(shard) = shared.topology.shards.get(self.shard_index()) else {
+        let config = self.shared.config();
+        let routing_config = &config.routing;
+        let Some(topology) = self.routing.as_ref().map(|r| r.topology.clone()) else {
+            return self.primary_target(None);
+        };
+        let Some(shard) = topology.shards.get(self.shard_index()) else {
             return self.primary_target(None);
         };
         if !routing_config.read_write_split || shard.replicas.is_empty() {
@@ -159,15 +168,15 @@ impl Session {
 
     /// What this client's next read may see (read-your-writes).
     fn freshness(&mut self) -> Freshness {
-        if self.shared.config.routing.consistency == Consistency::Eventual {
+        if self.shared.config().routing.consistency == Consistency::Eventual {
             return Freshness::Any;
         }
-        let shared = self.shared.clone();
         let Some(routing) = self.routing.as_deref_mut() else {
             return Freshness::Any;
         };
+        let topology = routing.topology.clone();
         let (Some(shard), Some(write)) = (
-            shared.topology.shards.get(routing.shard),
+            topology.shards.get(routing.shard),
             routing.writes.get_mut(routing.shard),
         ) else {
             return Freshness::Any;

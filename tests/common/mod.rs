@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use pgscale::config::{
-    AuthMethod, Config, ListenConfig, PoolConfig, PoolMode, ShardConfig, UserConfig,
+    AdminConfig, AuthMethod, Config, ListenConfig, MetricsConfig, PoolConfig, PoolMode,
+    ShardConfig, UserConfig,
 };
 use pgscale::listener::{self, RunningProxy};
 use pgscale::local_cluster::{
@@ -31,6 +32,8 @@ pub struct Env {
     pub other_shards: Vec<LocalShard>,
     pub proxy: Option<RunningProxy>,
     pub port: u16,
+    /// The config file the proxy was started from (what `RELOAD` re-reads); deleted by `stop`.
+    pub config_path: std::path::PathBuf,
 }
 
 /// Users every test config has: `app` (SCRAM), `md5user` (md5), `trustuser` (trust), `postgres`.
@@ -151,6 +154,16 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             ..Default::default()
         },
         sharding: Default::default(),
+        // `postgres` may run every admin command, `md5user` only SHOW.
+        admin: AdminConfig {
+            users: vec!["postgres".into()],
+            stats_users: vec!["md5user".into()],
+        },
+        // Every test proxy serves /metrics on a free port.
+        metrics: MetricsConfig {
+            address: Some("127.0.0.1:0".into()),
+        },
+        log: Default::default(),
         users: test_users(),
         shards: vec![ShardConfig {
             name: None,
@@ -240,7 +253,15 @@ impl Env {
         other_shards: Vec<LocalShard>,
     ) -> Env {
         config.validate().expect("test config is valid");
-        let proxy = listener::start(config).await.expect("start proxy");
+        let config_path = std::env::temp_dir().join(format!(
+            "pgscale-test-{}-{:08x}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        write_config(&config_path, &config);
+        let proxy = listener::start_from_file(config, config_path.clone())
+            .await
+            .expect("start proxy");
         let port = proxy.local_addr.port();
         Env {
             pg,
@@ -248,7 +269,60 @@ impl Env {
             other_shards,
             proxy: Some(proxy),
             port,
+            config_path,
         }
+    }
+
+    /// `pgbench -i -s SCALE` through the proxy.
+    pub async fn pgbench_init(&self, scale: u32) {
+        let mut command = Command::new(pg_tool("pgbench"));
+        command
+            .args(["-i", "-q", "-s", &scale.to_string()])
+            .arg(self.app_url());
+        let init = run_command(command).await;
+        assert!(
+            init.status.success(),
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+
+    /// Starts `pgbench ARGS <app url>` off the runtime; await the handle for its output.
+    pub fn pgbench_in_background(
+        &self,
+        args: &[&str],
+    ) -> tokio::task::JoinHandle<std::process::Output> {
+        let mut command = Command::new(pg_tool("pgbench"));
+        command.args(args).arg(self.app_url());
+        tokio::task::spawn_blocking(move || command.output().expect("run pgbench"))
+    }
+
+    /// The config file as it is now.
+    pub fn read_config(&self) -> Config {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        Config::from_toml(&text).expect("config parses")
+    }
+
+    /// Changes the config file (the running proxy sees it at its next reload).
+    pub fn rewrite_config(&self, change: impl FnOnce(&mut Config)) {
+        let mut config = self.read_config();
+        change(&mut config);
+        write_config(&self.config_path, &config);
+    }
+
+    /// The admin console as `postgres` (listed in `admin.users`).
+    pub async fn admin(&self) -> Client {
+        connect(&self.conn_str("postgres", SUPERUSER_PASSWORD, "pgscale")).await
+    }
+
+    /// `http://…/metrics` of the running proxy.
+    pub fn metrics_url(&self) -> String {
+        let addr = self
+            .proxy
+            .as_ref()
+            .and_then(|p| p.metrics_addr)
+            .expect("the test proxy serves metrics");
+        format!("http://{addr}/metrics")
     }
 
     /// How many shards this env has (1 unless started with [`Env::start_with_shards`]).
@@ -275,7 +349,7 @@ impl Env {
     /// The shard that owns user key `key` (table `users`), computed by the library outside the
     /// proxy, from the proxy's config.
     pub fn user_shard(&self, key: i64) -> usize {
-        let config = self.proxy.as_ref().expect("proxy").shared().config.clone();
+        let config = self.proxy.as_ref().expect("proxy").shared().config();
         pgscale::shard_of::shard_of(&config, Some("users"), &key.to_string())
             .expect("shard-of")
             .index
@@ -430,7 +504,28 @@ impl Env {
         if let Some(proxy) = self.proxy.take() {
             proxy.shutdown().await;
         }
+        let _ = std::fs::remove_file(&self.config_path);
     }
+}
+
+/// A pgbench run that succeeded without a single failed transaction.
+pub fn assert_pgbench_clean(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0"),
+        "{stdout}"
+    );
+}
+
+/// Writes `config` as TOML.
+pub fn write_config(path: &std::path::Path, config: &Config) {
+    let text = toml::to_string(config).expect("config serializes");
+    std::fs::write(path, text).expect("write config");
 }
 
 /// Connects with tokio-postgres and drives the connection in the background.
