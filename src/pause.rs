@@ -131,7 +131,8 @@ impl Gates {
                 let drained = gate.drained.notified();
                 tokio::pin!(drained);
                 drained.as_mut().enable();
-                if gate.inflight.load(Ordering::SeqCst) == 0 {
+                // Done once drained, or if a RESUME came meanwhile (nothing to wait for then).
+                if gate.inflight.load(Ordering::SeqCst) == 0 || !self.is_paused(&gate) {
                     break;
                 }
                 drained.await;
@@ -163,6 +164,10 @@ impl Gates {
             }
         }
         self.resumed.notify_waiters();
+        // A PAUSE still waiting for its database to drain stops waiting.
+        for gate in self.gates.iter() {
+            gate.drained.notify_waiters();
+        }
         Ok(())
     }
 

@@ -88,8 +88,17 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
         });
     let config = Arc::new(config);
 
-    // Pools of servers that left the topology close (their busy connections when given back);
-    // the others take the new sizes, timeouts and credentials.
+    // Sessions move to the new pools at their next transaction; pools of servers that left the
+    // topology close after the switch (busy connections when given back). The others take the new
+    // sizes, timeouts and credentials.
+    shared.install(Live {
+        config: config.clone(),
+        scram_secrets,
+        topology: topology.clone(),
+    });
+    for backend in topology.backends() {
+        backend.health.retime(&config.health);
+    }
     for pool in shared.pools.all() {
         if !topology.contains(pool.backend()) {
             shared.pools.remove(&pool.key);
@@ -109,12 +118,6 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
             spec,
         );
     }
-
-    shared.install(Live {
-        config: config.clone(),
-        scram_secrets,
-        topology: topology.clone(),
-    });
 
     if topology_changed || health_changed {
         let old_pollers = shared.health.lock().ok().and_then(|mut h| h.take());
@@ -174,6 +177,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             || old.routing.volatile_functions_are_writes
                 != new.routing.volatile_functions_are_writes,
         "cached routing decisions were made with them",
+    );
+    check(
+        "listen.shutdown_timeout_ms / routing.catalog_refresh_ms",
+        old.listen.shutdown_timeout_ms != new.listen.shutdown_timeout_ms
+            || old.routing.catalog_refresh_ms != new.routing.catalog_refresh_ms,
+        "read once at start",
     );
     check(
         "health.failure_threshold / cooldown_ms",
@@ -247,7 +256,7 @@ mod tests {
     fn pool_sizes_users_and_replicas_may_change() {
         let old = config("[pool]\npool_size = 5\n");
         let mut new = config(
-            "[pool]\npool_size = 9\ncheckout_timeout_ms = 100\n[[users]]\nname = \"extra\"\npassword = \"x\"\n",
+            "[pool]\npool_size = 9\ncheckout_timeout_ms = 100\n[[users]]\nname = \"extra\"\npassword = \"pw-7f3a\"\n",
         );
         new.shards[0]
             .replicas

@@ -319,6 +319,13 @@ async fn pause_waits_for_open_transactions_and_holds_new_ones() {
         .await
         .expect("open transaction");
 
+    // A client that only logged in (with settings no one used before, so its login took a server
+    // connection) and then sat idle: PAUSE must not wait for it.
+    let _idle_login = common::connect(&format!(
+        "{} application_name=login-only",
+        env.conn_str(APP_USER, APP_PASSWORD, APP_USER)
+    ))
+    .await;
     let pause = {
         let conn = env.conn_str("postgres", common::SUPERUSER_PASSWORD, "pgscale");
         tokio::spawn(async move {

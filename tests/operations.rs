@@ -140,6 +140,31 @@ async fn reload_under_pgbench_load_applies_pools_users_and_replicas() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(on_replica, "reads go to the re-added replica");
+
+    // Read-your-writes still reaches the replica after reloads that kept the backends (the
+    // primary's polled WAL position carries over to the reloaded topology).
+    let writer = env.app().await;
+    writer
+        .simple_query("create table if not exists ryw (x int); insert into ryw values (1)")
+        .await
+        .expect("write");
+    let mut read_on_replica = false;
+    for _ in 0..100 {
+        let row = writer
+            .query_one("select inet_server_port(), count(*) from ryw", &[])
+            .await
+            .expect("read after write");
+        assert_eq!(row.get::<_, i64>(1), 1, "the client reads its own write");
+        if row.get::<_, i32>(0) == i32::from(replica_port) {
+            read_on_replica = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        read_on_replica,
+        "after its write is replayed, the writer's reads use the replica"
+    );
     let reloads = scrape(&env).await;
     assert_eq!(
         reloads.value("pgscale_config_reloads_total{result=\"ok\"}"),
@@ -405,7 +430,20 @@ async fn metrics_are_scraped_parsed_and_move_with_traffic() {
     let env = Env::start_with_replicas(1, |_| {}, PoolMode::Transaction, 5).await;
     let app = env.app().await;
     app.simple_query("select 1").await.expect("warm up");
-    let before = scrape(&env).await;
+    // Reads go to the replica once its health is known: wait for both backends to be up.
+    let mut before = scrape(&env).await;
+    for _ in 0..100 {
+        if before.sum("pgscale_backend_up", &[]) == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = scrape(&env).await;
+    }
+    assert_eq!(
+        before.sum("pgscale_backend_up", &[]),
+        2.0,
+        "primary and replica up"
+    );
 
     // Names follow Prometheus conventions: counters end in _total, units are in the name.
     for (name, kind) in &before.types {
@@ -470,7 +508,7 @@ async fn metrics_are_scraped_parsed_and_move_with_traffic() {
         ) >= 50.0
     );
     assert!(grew("pgscale_transactions_total", &["database=\"app\""]) >= 51.0);
-    assert!(grew("pgscale_client_bytes_received_total", &[]) > 0.0);
+    assert!(grew("pgscale_client_received_bytes_total", &[]) > 0.0);
     assert!(after.sum("pgscale_errors_total", &["sqlstate_class=\"22\""]) >= 1.0);
     assert_eq!(
         after.sum("pgscale_client_connections", &["state=\"active\""]),

@@ -8,6 +8,8 @@ use crate::config::Config;
 const RESTART_ONLY: &[&str] = &[
     "listen.address",
     "listen.workers",
+    "listen.shutdown_timeout_ms",
+    "routing.catalog_refresh_ms",
     "pool.mode",
     "metrics.address",
     "routing.plan_cache_size",

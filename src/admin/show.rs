@@ -278,7 +278,7 @@ fn clients(shared: &Shared) -> Table {
         let waited = client
             .waiting_since_us()
             .map_or(0, |t| now.saturating_sub(t));
-        let server_pid = client.server_pid.load(Ordering::Relaxed);
+        let server_id = client.server_id.load(Ordering::Relaxed);
         table.push(vec![
             text("C"),
             text(&client.user),
@@ -294,10 +294,10 @@ fn clients(shared: &Shared) -> Table {
             int(waited % 1_000_000),
             int(0),
             text(format!("0x{:x}", client.id)),
-            text(if server_pid == 0 {
+            text(if server_id == 0 {
                 String::new()
             } else {
-                server_pid.to_string()
+                format!("0x{server_id:x}")
             }),
             int(0),
             text(""),

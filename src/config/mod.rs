@@ -264,8 +264,20 @@ impl Config {
     }
 
     /// Parses TOML text without validating it.
+    /// The error gives the line and column but never quotes the line: it may hold a password.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!("TOML parse error at line {line}, column {column}: {message}")
+                }
+                None => format!("TOML parse error: {message}"),
+            }
+        })
     }
 
     /// The address to listen on.

@@ -212,7 +212,8 @@ pub struct Health {
     /// Reference point for `last_ok` (atomics cannot hold an `Instant`).
     base: Instant,
     /// A successful poll counts as fresh for this long: `timeout + 2 × interval`.
-    stale_after: Duration,
+    /// Nanoseconds; replaced when a reload changes the poll timing.
+    stale_after_nanos: AtomicU64,
     rtt_nanos: AtomicU64,
     replay_lsn: AtomicU64,
     lag_bytes: AtomicU64,
@@ -249,7 +250,7 @@ impl Health {
     pub fn new(config: &HealthConfig) -> Health {
         Health {
             base: Instant::now(),
-            stale_after: config.timeout() + config.interval() * 2,
+            stale_after_nanos: AtomicU64::new(nanos(config.timeout() + config.interval() * 2)),
             rtt_nanos: AtomicU64::new(NONE),
             replay_lsn: AtomicU64::new(NONE),
             lag_bytes: AtomicU64::new(NONE),
@@ -257,6 +258,14 @@ impl Health {
             in_recovery: AtomicU8::new(0),
             last_ok: AtomicU64::new(NONE),
         }
+    }
+
+    /// A reload changed the poll interval or timeout: freshness follows the new timing.
+    pub fn retime(&self, config: &HealthConfig) {
+        self.stale_after_nanos.store(
+            nanos(config.timeout() + config.interval() * 2),
+            Ordering::Relaxed,
+        );
     }
 
     /// Records a successful poll finished at `now`. The RTT enters a moving average; the rest
@@ -315,7 +324,8 @@ impl Health {
             return false;
         };
         let polled = self.base + Duration::from_nanos(at);
-        now.saturating_duration_since(polled) < self.stale_after
+        now.saturating_duration_since(polled)
+            < Duration::from_nanos(self.stale_after_nanos.load(Ordering::Relaxed))
     }
 
     pub fn in_recovery(&self) -> Option<bool> {

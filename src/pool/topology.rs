@@ -20,7 +20,9 @@ pub struct ShardBackends {
     pub index: usize,
     pub primary: Arc<Backend>,
     pub replicas: Vec<Arc<Backend>>,
-    pub primary_lsn: PrimaryLsn,
+    /// Shared with the same shard of the topology before a reload (when its primary stays), so a
+    /// position polled by either is seen by sessions on both.
+    pub primary_lsn: Arc<PrimaryLsn>,
 }
 
 impl Topology {
@@ -47,7 +49,7 @@ impl Topology {
                 index,
                 primary,
                 replicas,
-                primary_lsn: PrimaryLsn::default(),
+                primary_lsn: Arc::default(),
             });
         }
         Ok(Topology { shards })
@@ -70,6 +72,13 @@ impl Topology {
                     .unwrap_or_else(|| b.clone())
             };
             shard.primary = keep(&shard.primary);
+            if let Some(before) = old
+                .shards
+                .get(shard.index)
+                .filter(|o| Arc::ptr_eq(&o.primary, &shard.primary))
+            {
+                shard.primary_lsn = before.primary_lsn.clone();
+            }
             for replica in &mut shard.replicas {
                 *replica = keep(replica);
             }

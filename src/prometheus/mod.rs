@@ -52,7 +52,12 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets(BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new())
-            .idle_timeout(metrics_util::MetricKindMask::ALL, Some(IDLE_SERIES))
+            // Not histograms: their handles are cached, and a series dropped for idleness would
+            // never come back.
+            .idle_timeout(
+                metrics_util::MetricKindMask::COUNTER | metrics_util::MetricKindMask::GAUGE,
+                Some(IDLE_SERIES),
+            )
             .build_recorder();
         describe(&recorder);
         let route = |r: Route| {
@@ -162,11 +167,11 @@ fn describe(recorder: &PrometheusRecorder) {
             "Transactions finished, by database.",
         ),
         (
-            "pgscale_client_bytes_received_total",
+            "pgscale_client_received_bytes_total",
             "Bytes received from clients, by database.",
         ),
         (
-            "pgscale_client_bytes_sent_total",
+            "pgscale_client_sent_bytes_total",
             "Bytes sent to clients, by database.",
         ),
         (

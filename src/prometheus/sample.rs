@@ -109,9 +109,9 @@ pub(super) fn sample(m: &Metrics, shared: &Shared) {
         let labels = [("database", database.clone())];
         m.counter("pgscale_transactions_total", &labels)
             .absolute(db.xact_count.load(Ordering::Relaxed));
-        m.counter("pgscale_client_bytes_received_total", &labels)
+        m.counter("pgscale_client_received_bytes_total", &labels)
             .absolute(db.received.load(Ordering::Relaxed));
-        m.counter("pgscale_client_bytes_sent_total", &labels)
+        m.counter("pgscale_client_sent_bytes_total", &labels)
             .absolute(db.sent.load(Ordering::Relaxed));
         m.gauge("pgscale_paused", &labels)
             .set(if shared.gates.paused(&database) {

@@ -93,6 +93,20 @@ impl Session {
     /// Checks out a connection to the primary (no read/write splitting for this client).
     pub(super) async fn attach_server(&mut self) -> Result<(), AttachError> {
         self.enter_gate().await;
+        match self.attach_primary().await {
+            // A reload replaced this primary after the session took its pools: once more with the
+            // new ones.
+            Err(AttachError::Checkout(CheckoutError::Closed))
+                if !self.shared.shutdown.is_cancelled() && self.server.is_none() =>
+            {
+                self.refresh_pools_now();
+                self.attach_primary().await
+            }
+            other => other,
+        }
+    }
+
+    async fn attach_primary(&mut self) -> Result<(), AttachError> {
         let backend = self.pool.backend();
         if !backend.breaker.is_closed() {
             return Err(AttachError::BackendDown {
@@ -119,6 +133,14 @@ impl Session {
             }
         };
         self.meter.set_state(ClientState::Active);
+        self.meter.attached();
+        if let Some(tracker) = &conn.tracker {
+            self.meter
+                .listing
+                .entry
+                .server_id
+                .store(tracker.entry.id, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(sql) = self.params.sync_sql(&conn.applied) {
             match Box::pin(conn.run_hidden(&sql)).await {
                 Ok(_) => self.params.mark_applied(&mut conn.applied),
@@ -138,6 +160,11 @@ impl Session {
         };
         self.cancel_slot.set(None);
         self.meter.set_state(ClientState::Idle);
+        self.meter
+            .listing
+            .entry
+            .server_id
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.on_release();
         }

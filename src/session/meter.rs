@@ -50,6 +50,14 @@ impl Meter {
         self.listing.entry.id
     }
 
+    /// A server connection was attached: the request's clock restarts, so query time excludes the
+    /// wait for a connection (counted as wait time), as in PgBouncer.
+    pub fn attached(&mut self) {
+        if self.request_started.is_some() {
+            self.request_started = Some(Instant::now());
+        }
+    }
+
     /// Bytes arrived from the client: a request starts if none was running.
     pub fn received(&mut self, n: usize) {
         self.bytes_in += n as u64;
@@ -73,13 +81,21 @@ impl Meter {
 
     /// A request ended with `ReadyForQuery` (`status` is its transaction status). Returns the
     /// request's and (if it ended) the transaction's duration in seconds, for the histograms.
-    pub fn request_done(&mut self, route: Route, status: u8) -> (Option<f64>, Option<f64>) {
+    /// `more` says whether further requests of a pipeline are still being answered (their clock
+    /// starts now).
+    pub fn request_done(
+        &mut self,
+        route: Route,
+        status: u8,
+        more: bool,
+    ) -> (Option<f64>, Option<f64>) {
         let now = Instant::now();
         let took = self.request_started.take().map(|t| now - t);
-        if let Some(took) = took {
-            self.queries += 1;
-            self.db.add_query(route, took);
+        if more {
+            self.request_started = Some(now);
         }
+        self.queries += 1;
+        self.db.add_query(route, took.unwrap_or_default());
         let mut xact = None;
         if status == b'I' {
             if let Some(started) = self.xact_started.take() {
@@ -115,9 +131,6 @@ impl Session {
         if self.meter.pass.is_some() {
             return;
         }
-        if self.server.is_none() {
-            self.refresh_pools();
-        }
         let gates = self.shared.gates.clone();
         let entry = self.meter.listing.entry.clone();
         let pass = gates
@@ -126,6 +139,11 @@ impl Session {
             })
             .await;
         self.meter.pass = Some(pass);
+        // After the gate: a switchover (PAUSE, RELOAD with a new primary, RESUME) is picked up by
+        // the clients it held.
+        if self.server.is_none() {
+            self.refresh_pools();
+        }
     }
 
     /// Gives the gate pass back once the session holds nothing and owes nothing.
@@ -137,14 +155,14 @@ impl Session {
     }
 
     /// A request ended: counts it under the route of the server that answered (or `route`).
-    pub(super) fn request_done(&mut self, route: Option<Route>, status: u8) {
+    pub(super) fn request_done(&mut self, route: Option<Route>, status: u8, more: bool) {
         let route = route.unwrap_or_else(|| match &self.server {
             Some(conn) if conn.pool().backend().role == crate::pool::backend::Role::Replica => {
                 Route::Replica
             }
             _ => Route::Primary,
         });
-        let (query, transaction) = self.meter.request_done(route, status);
+        let (query, transaction) = self.meter.request_done(route, status, more);
         if let Some(seconds) = query {
             self.shared.metrics.query_duration(route, seconds);
         }

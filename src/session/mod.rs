@@ -298,6 +298,8 @@ impl Session {
             if self.shutting_down && self.is_idle() {
                 return EndReason::Shutdown;
             }
+            // Also right after login, whose first server connection took a pass.
+            self.leave_gate_if_idle();
             let flow = tokio::select! {
                 _ = hard_stop.cancelled() => Flow::End(EndReason::Shutdown),
                 _ = shutdown.cancelled(), if !self.shutting_down => {
@@ -316,7 +318,6 @@ impl Session {
             if let Flow::End(reason) = flow {
                 return reason;
             }
-            self.leave_gate_if_idle();
         }
     }
 

@@ -58,7 +58,7 @@ impl Session {
             )),
         };
         if !is_copy {
-            self.request_done(Some(crate::stats::Route::Fanout), b'I');
+            self.request_done(Some(crate::stats::Route::Fanout), b'I', false);
         }
         match result {
             Ok(()) => Flow::Continue,

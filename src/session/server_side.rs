@@ -133,6 +133,7 @@ impl Session {
                 b'Z' => self.status = body.first().copied().unwrap_or(b'I'),
                 _ => {}
             }
+            let mut client_status = self.status;
             if tag == b'Z' && self.status == b'I' {
                 // A unit that only prepared or described ran outside the client's deferred
                 // transaction: the client is still in it.
@@ -140,6 +141,12 @@ impl Session {
                 if let Some(byte) = buf.get_mut(pos + codec::HEADER_LEN) {
                     *byte = status;
                 }
+                client_status = status;
+            }
+            if tag == b'Z' {
+                // One request per ReadyForQuery (pipelined ones each count); the transaction ends
+                // when the client is told it is idle.
+                self.request_done(None, client_status, !self.pending.is_empty());
             }
             match action {
                 Action::Forward => {}
@@ -162,7 +169,6 @@ impl Session {
                 self.pending.drain_synthetic(&mut out);
             }
             if tag == b'Z' && self.pending.is_empty() {
-                self.request_done(None, self.status);
                 if let Some(routing) = self.routing.as_deref_mut() {
                     routing.on_ready();
                 }

@@ -30,6 +30,8 @@ pub(super) async fn login(
     mut client: TcpStream,
     shared: &Arc<Shared>,
 ) -> Result<Option<Session>, EndReason> {
+    // The generation first: a reload installed after it is picked up at the first transaction.
+    let generation = shared.generation.load(Ordering::SeqCst);
     let live = shared.live();
     let config = live.config.clone();
     let timeout = Duration::from_millis(config.listen.startup_timeout_ms);
@@ -101,7 +103,6 @@ pub(super) async fn login(
         return Ok(None);
     }
 
-    let generation = shared.generation.load(Ordering::SeqCst);
     let (pool, routing) = pools_of(shared, &live, &database, user, None);
     let mode = config.pool.mode;
     let params = ClientParams::from_startup(&startup.params, &options);
@@ -260,7 +261,12 @@ impl Session {
         if generation == self.generation || self.server.is_some() {
             return;
         }
-        self.generation = generation;
+        self.refresh_pools_now();
+    }
+
+    /// [`Session::refresh_pools`] whatever the generation.
+    pub(super) fn refresh_pools_now(&mut self) {
+        self.generation = self.shared.generation.load(Ordering::SeqCst);
         let live = self.shared.live();
         self.meter.log_statements = live.config.log.statements;
         let Some(user) = live.config.user(&self.user_name) else {

@@ -33,6 +33,7 @@ impl Session {
         decision: Decision,
         tried: &mut Vec<usize>,
     ) -> Result<Target, RouteError> {
+        let mut refreshed = false;
         loop {
             let target = self.choose_target(decision, tried)?;
             let pool = self.target_pool(target);
@@ -47,6 +48,17 @@ impl Session {
                     {
                         tracing::info!(replica = %pool.key.addr, error = %e, "replica failed; trying another");
                         tried.push(i);
+                    }
+                    // The primary's pool closed: a reload replaced the primary after the session
+                    // took its pools. Once more with the new ones.
+                    Target::Primary
+                        if !refreshed
+                            && self.server.is_none()
+                            && !self.shared.shutdown.is_cancelled()
+                            && matches!(e, AttachError::Checkout(CheckoutError::Closed)) =>
+                    {
+                        refreshed = true;
+                        self.refresh_pools_now();
                     }
                     _ => return Err(RouteError::Attach(e)),
                 },

@@ -1,7 +1,7 @@
 //! Every logged-in client, for `SHOW CLIENTS`, `SHOW POOLS` and the client gauges.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -54,8 +54,8 @@ pub struct ClientEntry {
     request_time_us: AtomicU64,
     /// When it started waiting (0: not waiting), microseconds since the epoch.
     wait_since_us: AtomicU64,
-    /// The process id of the server it holds (0: none).
-    pub server_pid: AtomicI32,
+    /// The id (`SHOW SERVERS.ptr`) of the server connection it holds (0: none).
+    pub server_id: AtomicU64,
 }
 
 impl ClientEntry {
@@ -137,7 +137,7 @@ impl ClientRegistry {
             state: AtomicU8::new(ClientState::Idle as u8),
             request_time_us: AtomicU64::new(super::unix_micros(now)),
             wait_since_us: AtomicU64::new(0),
-            server_pid: AtomicI32::new(0),
+            server_id: AtomicU64::new(0),
         });
         self.clients.insert(id, entry.clone());
         ClientListing {
