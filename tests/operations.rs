@@ -541,3 +541,87 @@ async fn metrics_are_scraped_parsed_and_move_with_traffic() {
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_with_pause_reload_resume_loses_no_write() {
+    let env = Env::start_with_replicas(1, |_| {}, PoolMode::Transaction, 5).await;
+    env.app()
+        .await
+        .simple_query("create table switched (n int)")
+        .await
+        .expect("create");
+    // A client writing all along, counting what committed and what failed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = env.app().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut committed, mut failed) = (0i64, Vec::new());
+            let mut n = 0i32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                match client
+                    .execute("insert into switched values ($1)", &[&n])
+                    .await
+                {
+                    Ok(_) => committed += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (committed, failed)
+        })
+    };
+    let admin = env.admin().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The switchover: hold new transactions, let the replica catch up and promote it, point the
+    // config at it, reload, let clients go on.
+    within("PAUSE", admin.simple_query("PAUSE"))
+        .await
+        .expect("PAUSE");
+    env.wait_replicas_caught_up().await;
+    let replica_url = format!(
+        "postgres://{}:{}",
+        env.replicas[0].host(),
+        env.replicas[0].port()
+    );
+    let replica = &env.replicas[0];
+    tokio::task::block_in_place(|| replica.promote()).expect("promote the replica");
+    env.rewrite_config(|c| {
+        c.shards[0].primary = replica_url.clone();
+        c.shards[0].replicas.clear();
+    });
+    reload(&admin).await.expect("reload with the new primary");
+    admin.simple_query("RESUME").await.expect("RESUME");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (committed, failed) = within("writer", writer).await.expect("join");
+    assert!(
+        failed.is_empty(),
+        "no client error across the switchover: {failed:?}"
+    );
+
+    // Every committed row is on the new primary; the old one stopped getting writes at the pause.
+    let new_primary = env.direct_to(&env.replicas[0]).await;
+    let on_new: i64 = new_primary
+        .query_one("select count(*) from switched", &[])
+        .await
+        .expect("count on the new primary")
+        .get(0);
+    assert_eq!(on_new, committed, "no committed write lost");
+    let on_old: i64 = env
+        .direct()
+        .await
+        .query_one("select count(*) from switched", &[])
+        .await
+        .expect("count on the old primary")
+        .get(0);
+    assert!(
+        on_old < committed,
+        "writes after the switch went to the new primary ({on_old} of {committed} on the old)"
+    );
+    let shards = show_column(&admin, "SHOW SHARDS", "port").await;
+    assert_eq!(shards, vec![env.replicas[0].port().to_string()]);
+    env.stop().await;
+}
