@@ -1,16 +1,13 @@
 //! Operating a running proxy: hot reload (RELOAD and SIGHUP) under a 32-client pgbench load, invalid
-//! configs rejected while the old one keeps running, and the Prometheus endpoint scraped and parsed
-//! as traffic flows.
+//! configs rejected while the old one keeps running, and a switchover with PAUSE, RELOAD and RESUME.
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{sqlstate, within, Env, APP_PASSWORD, APP_USER};
 use pgscale::config::PoolMode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// One column of a SHOW command, per row.
@@ -165,7 +162,7 @@ async fn reload_under_pgbench_load_applies_pools_users_and_replicas() {
         read_on_replica,
         "after its write is replayed, the writer's reads use the replica"
     );
-    let reloads = scrape(&env).await;
+    let reloads = common::metrics::scrape(&env).await;
     assert_eq!(
         reloads.value("pgscale_config_reloads_total{result=\"ok\"}"),
         5.0
@@ -231,7 +228,7 @@ async fn an_invalid_config_is_rejected_and_the_old_one_keeps_running() {
     app.simple_query("select 1")
         .await
         .expect("the client still works");
-    let metrics = scrape(&env).await;
+    let metrics = common::metrics::scrape(&env).await;
     assert_eq!(
         metrics.value("pgscale_config_reloads_total{result=\"failed\"}"),
         4.0
@@ -351,194 +348,6 @@ async fn sighup_reloads_a_running_pgscale_serve() {
             "`{secret}` must not be logged:\n{stderr}"
         );
     }
-    env.stop().await;
-}
-
-/// A parsed Prometheus text exposition: series (`name{labels}`) → value, and each name's type.
-struct Scrape {
-    values: HashMap<String, f64>,
-    types: HashMap<String, String>,
-}
-
-impl Scrape {
-    fn value(&self, series: &str) -> f64 {
-        *self
-            .values
-            .get(series)
-            .unwrap_or_else(|| panic!("no series {series}"))
-    }
-
-    /// Sum over the series of `name` whose labels contain every `label="value"` given.
-    fn sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.values
-            .iter()
-            .filter(|(series, _)| {
-                let base = series.split('{').next().unwrap_or_default();
-                base == name && labels.iter().all(|l| series.contains(l))
-            })
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-async fn scrape(env: &Env) -> Scrape {
-    let url = env.metrics_url();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-    let mut stream = within("metrics connect", tokio::net::TcpStream::connect(&addr))
-        .await
-        .expect("connect to /metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: pgscale\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    within("metrics read", stream.read_to_string(&mut response))
-        .await
-        .expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    let mut values = HashMap::new();
-    let mut types = HashMap::new();
-    for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE line");
-            types.insert(name.to_string(), kind.to_string());
-            continue;
-        }
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("series and value");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("a number in `{line}`"));
-        values.insert(series.to_string(), value);
-    }
-    Scrape { values, types }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_scraped_parsed_and_move_with_traffic() {
-    let env = Env::start_with_replicas(1, |_| {}, PoolMode::Transaction, 5).await;
-    let app = env.app().await;
-    app.simple_query("select 1").await.expect("warm up");
-    // Reads go to the replica once its health is known: wait for both backends to be up.
-    let mut before = scrape(&env).await;
-    for _ in 0..100 {
-        if before.sum("pgscale_backend_up", &[]) == 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        before = scrape(&env).await;
-    }
-    assert_eq!(
-        before.sum("pgscale_backend_up", &[]),
-        2.0,
-        "primary and replica up"
-    );
-
-    // Names follow Prometheus conventions: counters end in _total, units are in the name.
-    for (name, kind) in &before.types {
-        assert!(name.starts_with("pgscale_"), "{name}");
-        match kind.as_str() {
-            "counter" => assert!(name.ends_with("_total"), "counter {name}"),
-            "histogram" => assert!(name.ends_with("_seconds"), "histogram {name}"),
-            _ => assert!(!name.ends_with("_total"), "{kind} {name}"),
-        }
-    }
-    for name in [
-        "pgscale_build_info",
-        "pgscale_client_connections",
-        "pgscale_server_connections",
-        "pgscale_queries_total",
-        "pgscale_transactions_total",
-        "pgscale_query_duration_seconds",
-        "pgscale_transaction_duration_seconds",
-        "pgscale_pool_waits_total",
-        "pgscale_backend_breaker_state",
-        "pgscale_backend_up",
-        "pgscale_plan_cache_hits_total",
-        "pgscale_plan_cache_entries",
-        "pgscale_paused",
-    ] {
-        assert!(before.types.contains_key(name), "{name} is exported");
-    }
-
-    for i in 0..50 {
-        app.query("select $1::int", &[&i]).await.expect("read");
-    }
-    app.simple_query("create table if not exists m (id int)")
-        .await
-        .expect("write");
-    let error = app
-        .simple_query("select 1/0")
-        .await
-        .expect_err("division by zero");
-    assert_eq!(sqlstate(&error).as_deref(), Some("22012"));
-    app.simple_query("begin").await.expect("begin");
-    app.simple_query("insert into m values (1)")
-        .await
-        .expect("insert");
-    env.wait_replicas_caught_up().await;
-
-    let after = scrape(&env).await;
-    let grew = |series_name: &str, labels: &[&str]| {
-        after.sum(series_name, labels) - before.sum(series_name, labels)
-    };
-    assert!(
-        grew("pgscale_queries_total", &["route=\"replica\""]) >= 50.0,
-        "reads counted on the replica route"
-    );
-    assert!(
-        grew("pgscale_queries_total", &["route=\"primary\""]) >= 2.0,
-        "writes counted on the primary route"
-    );
-    assert!(
-        grew(
-            "pgscale_query_duration_seconds_count",
-            &["route=\"replica\""]
-        ) >= 50.0
-    );
-    assert!(grew("pgscale_transactions_total", &["database=\"app\""]) >= 51.0);
-    assert!(grew("pgscale_client_received_bytes_total", &[]) > 0.0);
-    assert!(after.sum("pgscale_errors_total", &["sqlstate_class=\"22\""]) >= 1.0);
-    assert_eq!(
-        after.sum("pgscale_client_connections", &["state=\"active\""]),
-        1.0,
-        "the open transaction"
-    );
-    assert!(
-        after.sum(
-            "pgscale_server_connections",
-            &["role=\"primary\"", "state=\"active\""]
-        ) >= 1.0
-    );
-    assert!(grew("pgscale_plan_cache_hits_total", &[]) >= 49.0);
-    assert_eq!(
-        after.sum("pgscale_backend_breaker_state", &[]),
-        0.0,
-        "every breaker closed"
-    );
-    assert_eq!(
-        after.sum("pgscale_backend_up", &[]),
-        2.0,
-        "primary and replica up"
-    );
-    assert!(after.types.contains_key("pgscale_replica_lag_bytes"));
-    app.simple_query("commit").await.expect("commit");
-    let last = scrape(&env).await;
-    assert_eq!(
-        last.sum("pgscale_client_connections", &["state=\"active\""]),
-        0.0
-    );
     env.stop().await;
 }
 

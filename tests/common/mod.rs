@@ -2,6 +2,7 @@
 //! free port, plus small helpers for real clients (tokio-postgres, psql, pgbench, raw sockets).
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod raw;
 
 use std::process::Command;
@@ -504,6 +505,13 @@ impl Env {
         if let Some(proxy) = self.proxy.take() {
             proxy.shutdown().await;
         }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+impl Drop for Env {
+    /// The config file goes with the env, also when a test fails before `stop`.
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.config_path);
     }
 }
