@@ -73,18 +73,6 @@ impl Gates {
         self.all_paused.load(Ordering::SeqCst)
     }
 
-    /// Databases paused one by one (not by a `PAUSE` of everything).
-    pub fn paused_databases(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .gates
-            .iter()
-            .filter(|g| g.paused.load(Ordering::SeqCst))
-            .map(|g| g.key().clone())
-            .collect();
-        names.sort();
-        names
-    }
-
     /// Passes the gate of `database` at once if it is open, else waits until it is. The caller
     /// reports itself as waiting meanwhile through `on_wait` (called once, only if it has to wait).
     pub async fn enter(&self, database: &str, mut on_wait: impl FnMut()) -> Pass {
@@ -169,13 +157,6 @@ impl Gates {
             gate.drained.notify_waiters();
         }
         Ok(())
-    }
-
-    /// Sessions holding connections past the gate of `database`.
-    pub fn inflight(&self, database: &str) -> usize {
-        self.gates
-            .get(database)
-            .map_or(0, |g| g.inflight.load(Ordering::SeqCst))
     }
 }
 

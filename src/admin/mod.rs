@@ -13,7 +13,7 @@ mod table;
 
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -178,12 +178,7 @@ impl Console {
             if self.flush().await.is_err() {
                 return;
             }
-            if buf.is_empty() {
-                buf.clear();
-            } else {
-                buf.reserve(1024);
-            }
-            let _ = buf.remaining();
+            buf.reserve(1024);
         }
     }
 
@@ -209,10 +204,11 @@ impl Console {
                 let mut reader = BodyReader::new(body);
                 let kind = reader.u8().unwrap_or(b'S');
                 let name = reader.cstr().unwrap_or_default().to_vec();
-                match kind {
-                    b'P' => self.portals.remove(&name),
-                    _ => self.statements.remove(&name).map(|s| (s, Vec::new())),
-                };
+                if kind == b'P' {
+                    self.portals.remove(&name);
+                } else {
+                    self.statements.remove(&name);
+                }
                 codec::put_frame(&mut self.out, b'3', &[]);
             }
             b'S' => {
@@ -260,7 +256,7 @@ impl Console {
                 Ok(Some(table)) => {
                     table.write_description(&mut self.out, &[]);
                     table.write_rows(&mut self.out, &[]);
-                    codec::command_complete(&mut self.out, &table.tag());
+                    codec::command_complete(&mut self.out, "SHOW");
                 }
                 Ok(None) => codec::command_complete(&mut self.out, &tag_of(&command)),
                 Err(refusal) => {
@@ -360,7 +356,7 @@ impl Console {
         match self.execute(&command).await {
             Ok(Some(table)) => {
                 table.write_rows(&mut self.out, &formats);
-                codec::command_complete(&mut self.out, &table.tag());
+                codec::command_complete(&mut self.out, "SHOW");
             }
             Ok(None) if command == Command::Empty => codec::put_frame(&mut self.out, b'I', &[]),
             Ok(None) => codec::command_complete(&mut self.out, &tag_of(&command)),

@@ -79,11 +79,6 @@ impl Table {
             codec::finish(out, at);
         }
     }
-
-    /// `SHOW`'s command tag.
-    pub fn tag(&self) -> String {
-        "SHOW".to_string()
-    }
 }
 
 /// The format code for column `i`: none given means text, one applies to all.

@@ -9,7 +9,6 @@
 mod http;
 mod sample;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
@@ -37,8 +36,6 @@ pub struct Metrics {
     query_replica: Histogram,
     query_fanout: Histogram,
     transaction: Histogram,
-    /// Scrapes served (also a cheap liveness signal in tests).
-    pub scrapes: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -78,7 +75,6 @@ impl Metrics {
                 &METADATA,
             ),
             recorder,
-            scrapes: AtomicU64::new(0),
         }
     }
 
@@ -124,7 +120,6 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything recorded (after sampling the live state).
     pub fn render(&self, shared: &crate::session::Shared) -> String {
-        self.scrapes.fetch_add(1, Ordering::Relaxed);
         sample::sample(self, shared);
         let handle = self.recorder.handle();
         handle.run_upkeep();

@@ -152,12 +152,4 @@ impl ClientRegistry {
         all.sort_by_key(|c| c.id);
         all
     }
-
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
 }

@@ -25,7 +25,6 @@ pub struct DbStats {
     pub sent: AtomicU64,
     pub xact_time_us: AtomicU64,
     pub query_time_us: AtomicU64,
-    pub wait_time_us: AtomicU64,
     /// Queries by route: sent to a primary, to a replica, or fanned out over several shards.
     pub primary_queries: AtomicU64,
     pub replica_queries: AtomicU64,
@@ -66,11 +65,6 @@ impl DbStats {
     pub fn add_transaction(&self, took: Duration) {
         self.xact_count.fetch_add(1, Ordering::Relaxed);
         self.xact_time_us.fetch_add(micros(took), Ordering::Relaxed);
-    }
-
-    pub fn add_wait(&self, waited: Duration) {
-        self.wait_time_us
-            .fetch_add(micros(waited), Ordering::Relaxed);
     }
 
     pub fn add_bytes(&self, received: u64, sent: u64) {
