@@ -302,3 +302,81 @@ async fn select_only_pgbench_spreads_over_both_replicas_in_every_protocol() {
     );
     env.stop().await;
 }
+
+/// Issue 11: replica lag was measured against the dead primary's last polled WAL position, which
+/// the replicas can never reach; past `max_replica_lag_ms` they were all "stale" and reads failed
+/// with 57P03. With the primary down, a replica's lag is what it received but has not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_outlast_the_lag_limit_after_the_primary_dies() {
+    let env = Env::start_with_replicas(
+        2,
+        |c| {
+            c.health.timeout_ms = 500;
+            c.health.cooldown_ms = 1_000;
+            c.pool.connect_timeout_ms = 1_000;
+            c.routing.max_replica_lag_ms = 2_000;
+        },
+        PoolMode::Transaction,
+        10,
+    )
+    .await;
+    env.prepare_replicated("CREATE TABLE crash_t (i int); GRANT ALL ON crash_t TO app")
+        .await;
+    let reader = env.app().await;
+    let writer = env.app().await;
+    // WAL the replicas never get: an open transaction's insert sits in a page not flushed yet (only
+    // commits and full pages are flushed), so the primary's insert position stays ahead of them.
+    let primary = env.direct().await;
+    primary
+        .batch_execute("BEGIN; INSERT INTO crash_t VALUES (1)")
+        .await
+        .expect("open transaction on the primary");
+    // Let the health poller see that position.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let unsent: bool = primary
+        .query_one(
+            "select pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()",
+            &[],
+        )
+        .await
+        .expect("wal positions")
+        .get(0);
+    assert!(unsent, "the primary has WAL the replicas have not received");
+    env.pg.kill9().expect("kill -9 primary");
+
+    let err = common::within("a write with the primary dead", async {
+        writer
+            .batch_execute("INSERT INTO crash_t VALUES (2)")
+            .await
+            .expect_err("writes fail")
+    })
+    .await;
+    let code = common::sqlstate(&err).unwrap_or_default();
+    assert!(
+        code.starts_with("08") || code.starts_with("57P"),
+        "a clear error for writes: SQLSTATE {code}: {err}"
+    );
+
+    // Well past the 2 s lag limit, and past the poll/breaker timings.
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut reads = 0;
+    while Instant::now() < until {
+        let row = common::within("a read with the primary dead", async {
+            reader
+                .query_one("select pg_is_in_recovery(), count(*) from crash_t", &[])
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "read {reads} after the crash failed: {:?} {e}",
+                common::sqlstate(&e)
+            )
+        });
+        assert!(row.get::<_, bool>(0), "reads come from a replica");
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reads > 10);
+    env.stop().await;
+}

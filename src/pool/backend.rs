@@ -232,9 +232,11 @@ pub struct PollSample {
     pub in_recovery: Option<bool>,
     /// Replicas: `pg_last_wal_replay_lsn()`.
     pub replay_lsn: Option<u64>,
-    /// Replicas: the shard primary's latest LSN minus `replay_lsn`.
+    /// Replicas: the live shard primary's latest LSN (while it is down: the replica's receive LSN)
+    /// minus `replay_lsn`.
     pub lag_bytes: Option<u64>,
-    /// Replicas: zero when caught up with the primary, else the age of the last replayed transaction.
+    /// Replicas: zero when caught up, else (primary up) the age of the last replayed transaction or
+    /// (primary down) unknown.
     pub lag: Option<Duration>,
 }
 
@@ -307,13 +309,14 @@ impl Health {
         opt(self.replay_lsn.load(Ordering::Relaxed))
     }
 
-    /// Replicas: bytes of WAL the primary had (as last polled) that this replica had not replayed.
+    /// Replicas: bytes of WAL the primary had (as last polled; while it is down, the replica had
+    /// received) that this replica had not replayed.
     pub fn lag_bytes(&self) -> Option<u64> {
         opt(self.lag_bytes.load(Ordering::Relaxed))
     }
 
-    /// Replicas: zero when replay had caught up with the primary's LSN, else how old the last
-    /// replayed transaction was.
+    /// Replicas: zero when replay had caught up (see `lag_bytes`), else how old the last replayed
+    /// transaction was while the primary is up, unknown while it is down.
     pub fn lag(&self) -> Option<Duration> {
         opt(self.lag_nanos.load(Ordering::Relaxed)).map(Duration::from_nanos)
     }

@@ -22,8 +22,9 @@ const PRIMARY_POLL: &str = "select pg_current_wal_insert_lsn()";
 /// Where the primary's page headers sit (see [`WalLayout`]), asked once per connection.
 const LAYOUT_POLL: &str =
     "select current_setting('wal_block_size'), pg_size_bytes(current_setting('wal_segment_size'))";
+/// The receive LSN is what the replica measures its lag against while the primary is down.
 const REPLICA_POLL: &str = "select pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-     extract(epoch from now() - pg_last_xact_replay_timestamp())";
+     extract(epoch from now() - pg_last_xact_replay_timestamp()), pg_last_wal_receive_lsn()";
 
 /// Why a poll failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +292,14 @@ impl Poller {
 
     async fn poll_replica(&mut self) -> Result<(), PollError> {
         let (rows, rtt) = self.query(REPLICA_POLL).await?;
-        let primary = self.shard().and_then(|s| s.primary_lsn.latest());
+        // A dead or hung primary's last position may never reach the replicas (WAL it inserted but
+        // never sent): measured against it, every replica would turn stale and reads would fail
+        // exactly while the primary is down. Only a live primary's position counts.
+        let now = Instant::now();
+        let primary = self
+            .shard()
+            .filter(|s| s.primary.breaker.is_closed() && s.primary.health.fresh(now))
+            .and_then(|s| s.primary_lsn.latest());
         let sample = replica_sample(&rows, rtt, primary)?;
         if sample.in_recovery != self.last_in_recovery {
             if sample.in_recovery == Some(false) {
@@ -326,8 +334,13 @@ fn parse_layout(rows: &[Row]) -> Option<WalLayout> {
 }
 
 /// Turns a replica poll's row into a sample. `primary`: the shard primary's latest LSN (already the
-/// end of its WAL, see [`WalLayout::insert_to_end`]). A replica whose replay has reached it has no
-/// lag, whatever the age of its last replayed transaction (an idle primary commits nothing).
+/// end of its WAL, see [`WalLayout::insert_to_end`]) while the primary is up, else None.
+///
+/// Against a live primary: a replica whose replay has reached its position has no lag, whatever the
+/// age of its last replayed transaction (an idle primary commits nothing); one behind lags by that
+/// age. Without one, the replica is measured against what it received (`pg_last_wal_receive_lsn()`):
+/// bytes received but not replayed are its byte lag, and no time lag can be measured (nothing new
+/// is being committed), so only a replica stuck behind its own received WAL can exceed a limit.
 fn replica_sample(
     rows: &[Row],
     rtt: Duration,
@@ -359,13 +372,20 @@ fn replica_sample(
             Duration::try_from_secs_f64(secs.max(0.0)).ok()
         }
     };
-    let lag_bytes = match (primary, replay_lsn) {
-        (Some(primary), Some(replayed)) => Some(primary.saturating_sub(replayed)),
+    let received = match column(3) {
+        None => None,
+        Some(text) => Some(
+            parse_lsn(text).ok_or(PollError::Answer("pg_last_wal_receive_lsn() is not an LSN"))?,
+        ),
+    };
+    let lag_bytes = match (primary.or(received), replay_lsn) {
+        (Some(reference), Some(replayed)) => Some(reference.saturating_sub(replayed)),
         _ => None,
     };
     let lag = match lag_bytes {
         Some(0) => Some(Duration::ZERO),
-        _ => replay_age,
+        _ if primary.is_some() => replay_age,
+        _ => None,
     };
     Ok(PollSample {
         rtt,

@@ -55,11 +55,11 @@ fn replica_behind_lags_by_its_last_replayed_transaction() {
 }
 
 #[test]
-fn unknown_primary_position_leaves_byte_lag_unknown() {
+fn unknown_primary_position_leaves_lag_unknown() {
     let sample = replica_sample(&rows(&[Some("t"), Some("0/3000000"), Some("3")]), RTT, None)
         .expect("sample");
     assert_eq!(sample.lag_bytes, None);
-    assert_eq!(sample.lag, Some(Duration::from_secs(3)));
+    assert_eq!(sample.lag, None, "no live primary: no time lag to measure");
     let nothing_replayed = replica_sample(
         &rows(&[Some("t"), Some("0/3000000"), None]),
         RTT,
@@ -70,6 +70,46 @@ fn unknown_primary_position_leaves_byte_lag_unknown() {
     let no_replay = replica_sample(&rows(&[Some("f"), None, None]), RTT, Some(1)).expect("sample");
     assert_eq!(no_replay.in_recovery, Some(false));
     assert_eq!((no_replay.replay_lsn, no_replay.lag_bytes), (None, None));
+}
+
+/// Issue 11: with the primary down, a replica is measured against its own receive LSN, not the dead
+/// primary's last position (which it may never reach), and an old replay timestamp is no lag.
+#[test]
+fn without_a_live_primary_the_receive_lsn_is_the_reference() {
+    let caught_up = replica_sample(
+        &rows(&[Some("t"), Some("0/3000000"), Some("600"), Some("0/3000000")]),
+        RTT,
+        None,
+    )
+    .expect("sample");
+    assert_eq!(
+        (caught_up.lag_bytes, caught_up.lag),
+        (Some(0), Some(Duration::ZERO))
+    );
+    let behind_own = replica_sample(
+        &rows(&[Some("t"), Some("0/3000000"), Some("600"), Some("0/3000800")]),
+        RTT,
+        None,
+    )
+    .expect("sample");
+    assert_eq!((behind_own.lag_bytes, behind_own.lag), (Some(0x800), None));
+    // A live primary's position still wins over the receive LSN.
+    let live = replica_sample(
+        &rows(&[Some("t"), Some("0/3000000"), Some("2"), Some("0/3000000")]),
+        RTT,
+        Some(0x300_1000),
+    )
+    .expect("sample");
+    assert_eq!(
+        (live.lag_bytes, live.lag),
+        (Some(0x1000), Some(Duration::from_secs(2)))
+    );
+    let garbled = replica_sample(
+        &rows(&[Some("t"), Some("0/3000000"), None, Some("nope")]),
+        RTT,
+        None,
+    );
+    assert!(garbled.is_err());
 }
 
 #[test]
