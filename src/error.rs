@@ -18,6 +18,8 @@ pub enum ClientError {
     UnsupportedProtocol { major: u16, minor: u16 },
     #[error("sorry, too many clients already (max_client_conn = {max})")]
     TooManyClients { max: usize },
+    #[error("sorry, too many clients already (max_client_conn = {max}); the remaining {reserved} connection slots are reserved for [admin] users")]
+    ReservedForAdmins { max: usize, reserved: usize },
     #[error("no server connection available for {pool} within {waited_ms} ms (pool_size = {size}); retry later or raise pool_size")]
     PoolTimeout {
         pool: String,
@@ -59,6 +61,7 @@ impl ClientError {
             ClientError::ProtocolViolation(_) => "08P01",
             ClientError::UnsupportedProtocol { .. } => "0A000",
             ClientError::TooManyClients { .. } => "53300",
+            ClientError::ReservedForAdmins { .. } => "53300",
             ClientError::PoolTimeout { .. } => "53300",
             ClientError::ServerUnavailable { .. } => "08006",
             ClientError::ServerLost { .. } => "08006",

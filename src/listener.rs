@@ -1,4 +1,5 @@
-//! The listening socket: accepts clients (up to `max_client_conn`), runs a session task per client,
+//! The listening socket: accepts clients (up to `max_client_conn`, plus `admin_reserved_conn` for
+//! admin users), runs a session task per client,
 //! and shuts down in order: stop accepting, let open transactions finish, then close the rest.
 
 use std::net::SocketAddr;
@@ -146,8 +147,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             .stats
             .clients_accepted
             .fetch_add(1, Ordering::Relaxed);
-        let max = shared.config().listen.max_client_conn;
-        if clients.fetch_add(1, Ordering::Relaxed) >= max {
+        let (max, reserved) = {
+            let listen = &shared.config().listen;
+            (listen.max_client_conn, listen.admin_reserved_conn)
+        };
+        let held = clients.fetch_add(1, Ordering::Relaxed);
+        if held >= max.saturating_add(reserved) {
             clients.fetch_sub(1, Ordering::Relaxed);
             shared
                 .stats
@@ -156,10 +161,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTr
             tracker.spawn(refuse(stream, ClientError::TooManyClients { max }));
             continue;
         }
+        // Past max_client_conn: one of the slots kept for admin users.
+        let admin_only = held >= max;
         let shared = shared.clone();
         let clients = clients.clone();
         tracker.spawn(async move {
-            session::run(stream, shared).await;
+            session::run(stream, shared, admin_only).await;
             clients.fetch_sub(1, Ordering::Relaxed);
         });
     }

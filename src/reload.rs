@@ -156,7 +156,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "connected clients were set up for the old mode",
     );
     check(
-        "metrics.address",
+        "metrics",
         old.metrics != new.metrics,
         "the endpoint is bound at start",
     );

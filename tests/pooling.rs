@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sqlstate, Env};
+use common::{sqlstate, within, Env};
 use pgscale::config::PoolMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,6 +287,53 @@ async fn too_many_clients_get_53300() {
     .await
     .expect_err("third client refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"));
+    env.stop().await;
+}
+
+/// Issue 11: unauthenticated sockets counted toward `max_client_conn` with no slot kept for admins,
+/// so stalled sockets locked operators out. Past the limit, only `[admin] users` get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_logs_in_while_clients_and_stalled_sockets_fill_max_client_conn() {
+    let env = Env::start_with(
+        |c| {
+            c.listen.max_client_conn = 5;
+            c.listen.admin_reserved_conn = 2;
+        },
+        PoolMode::Transaction,
+        2,
+    )
+    .await;
+    let _apps = [env.app().await, env.app().await];
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let stream = within(
+            "connect",
+            tokio::net::TcpStream::connect(("127.0.0.1", env.port)),
+        )
+        .await
+        .expect("stalled socket");
+        stalled.push(stream);
+    }
+    // The accept loop counts them before the next connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = within("admin login with the proxy full", env.admin()).await;
+    within("SHOW POOLS", admin.simple_query("SHOW POOLS"))
+        .await
+        .expect("the admin console works");
+    let err = within(
+        "app login with the proxy full",
+        common::try_connect(&env.conn_str(
+            common::APP_USER,
+            common::APP_PASSWORD,
+            common::APP_USER,
+        )),
+    )
+    .await
+    .expect_err("an app client past max_client_conn is refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    let message = err.as_db_error().map(|e| e.message()).unwrap_or_default();
+    assert!(message.contains("max_client_conn = 5"), "{message}");
+    drop(stalled);
     env.stop().await;
 }
 

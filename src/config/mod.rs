@@ -52,8 +52,12 @@ pub struct Config {
 pub struct ListenConfig {
     /// `host:port` to accept clients on.
     pub address: String,
-    /// Most client connections held at once; more are refused with `53300`.
+    /// Most client connections held at once (logged in or not); more are refused with `53300`.
     pub max_client_conn: usize,
+    /// Connections beyond `max_client_conn` kept for `[admin] users`, so an operator can still log in
+    /// (e.g. to the admin console) when clients or stalled sockets fill the proxy; anyone else who
+    /// takes one of these is refused with `53300` once logged in.
+    pub admin_reserved_conn: usize,
     /// Largest client message accepted, in bytes; larger ones close the connection with `08P01`.
     pub max_message_size: usize,
     /// A client must finish startup and authentication within this many milliseconds.
@@ -70,6 +74,7 @@ impl Default for ListenConfig {
         ListenConfig {
             address: "127.0.0.1:6432".to_string(),
             max_client_conn: 10_000,
+            admin_reserved_conn: 3,
             max_message_size: 64 * 1024 * 1024,
             startup_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,

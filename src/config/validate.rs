@@ -57,6 +57,12 @@ impl Config {
                 }
             }
         }
+        if self.metrics.max_connections == 0 {
+            add(
+                "metrics.max_connections".into(),
+                "must be at least 1".into(),
+            );
+        }
         if self.listen.max_client_conn == 0 {
             add("listen.max_client_conn".into(), "must be at least 1".into());
         }
@@ -82,6 +88,11 @@ impl Config {
             ("pool.checkout_timeout_ms", self.pool.checkout_timeout_ms),
             ("pool.connect_timeout_ms", self.pool.connect_timeout_ms),
             ("listen.startup_timeout_ms", self.listen.startup_timeout_ms),
+            ("metrics.header_timeout_ms", self.metrics.header_timeout_ms),
+            (
+                "metrics.request_timeout_ms",
+                self.metrics.request_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 add(name.into(), "must be greater than 0".into());

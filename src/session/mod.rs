@@ -252,12 +252,13 @@ pub(crate) struct Session {
 }
 
 /// Serves one client connection until it ends. Never panics on client or server input.
-pub async fn run(stream: TcpStream, shared: Arc<Shared>) {
+/// `admin_only`: the connection holds a slot reserved for `[admin] users` (past `max_client_conn`).
+pub async fn run(stream: TcpStream, shared: Arc<Shared>, admin_only: bool) {
     let peer = stream.peer_addr().ok();
     let started = std::time::Instant::now();
     let _ = stream.set_nodelay(true);
     // Boxed: login's large state is freed once it is done, so an idle client costs little memory.
-    let mut session = match Box::pin(startup::login(stream, &shared)).await {
+    let mut session = match Box::pin(startup::login(stream, &shared, admin_only)).await {
         Ok(Some(session)) => session,
         Ok(None) => return,
         Err(reason) => {

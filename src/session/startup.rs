@@ -26,9 +26,11 @@ use crate::protocol::startup::{
 use crate::stats::NewClient;
 
 /// Runs the startup phase. `Ok(None)` when the connection was only a cancel request.
+/// `admin_only`: a slot reserved for `[admin] users`; anyone else is refused once authenticated.
 pub(super) async fn login(
     mut client: TcpStream,
     shared: &Arc<Shared>,
+    admin_only: bool,
 ) -> Result<Option<Session>, EndReason> {
     // The generation first: a reload installed after it is picked up at the first transaction.
     let generation = shared.generation.load(Ordering::SeqCst);
@@ -91,6 +93,19 @@ pub(super) async fn login(
     let Some(user) = user else {
         return Err(EndReason::StartupFailed);
     };
+    // Checked after authentication, as Postgres does for its reserved slots: the answer tells
+    // nothing about which names are admins to someone without their password.
+    if admin_only && !config.admin.users.contains(&user_name) {
+        shared
+            .stats
+            .refused_max_client_conn
+            .fetch_add(1, Ordering::Relaxed);
+        let error = ClientError::ReservedForAdmins {
+            max: config.listen.max_client_conn,
+            reserved: config.listen.admin_reserved_conn,
+        };
+        return Err(refuse(&mut client, error).await);
+    }
     if database == crate::admin::ADMIN_DATABASE {
         let listing = list_client(shared, &client, &startup, &user_name, &database, true);
         Box::pin(crate::admin::serve(

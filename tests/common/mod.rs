@@ -163,6 +163,7 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
         // Every test proxy serves /metrics on a free port.
         metrics: MetricsConfig {
             address: Some("127.0.0.1:0".into()),
+            ..MetricsConfig::default()
         },
         log: Default::default(),
         users: test_users(),
