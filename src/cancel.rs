@@ -143,3 +143,47 @@ impl CancelRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendAddr;
+
+    fn key() -> CancelKey {
+        CancelKey {
+            addr: Arc::new(BackendAddr {
+                host: "127.0.0.1".into(),
+                port: 1,
+            }),
+            pid: 7,
+            secret: 9,
+        }
+    }
+
+    #[test]
+    fn only_a_running_query_can_be_cancelled() {
+        let slot = CancelSlot::default();
+        assert!(slot.target().is_none(), "no server");
+        slot.set(Some(key()));
+        assert!(slot.target().is_none(), "server held, no query");
+        slot.set_busy(true);
+        assert!(slot.target().is_some(), "query running");
+        slot.set_busy(false);
+        assert!(slot.target().is_none(), "query answered");
+    }
+
+    #[tokio::test]
+    async fn giving_back_waits_for_forwarded_cancels() {
+        let slot = CancelSlot::default();
+        slot.set(Some(key()));
+        slot.set_busy(true);
+        let (_, in_flight) = slot.target().expect("target");
+        let cancels = slot.detach();
+        assert!(slot.target().is_none(), "nothing forwarded once given back");
+        assert!(!cancels.none());
+        drop(in_flight);
+        assert!(cancels.none());
+        assert!(cancels.wait().await);
+        assert!(slot.detach().none(), "nothing attached");
+    }
+}
