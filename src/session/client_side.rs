@@ -67,6 +67,9 @@ impl Session {
     pub(super) async fn flush(&mut self) -> Flow {
         if !self.to_server.is_empty() {
             if let Some(server) = self.server.as_mut() {
+                if !self.pending.is_empty() {
+                    self.cancel_slot.set_busy(true);
+                }
                 if let Err(e) = server.stream.write_all(&self.to_server).await {
                     self.to_server.clear();
                     return self.server_lost(&e.to_string()).await;
@@ -144,6 +147,9 @@ impl Session {
         if self.server.is_none() && !matches!(tag, b'd' | b'c' | b'f') {
             // Only reachable through a replayed unit whose server was lost meanwhile.
             return Flow::Continue;
+        }
+        if matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C') {
+            self.unsynced = true;
         }
         let result = match tag {
             b'Q' => self.on_query(frame),

@@ -149,6 +149,7 @@ impl Session {
         }
         self.cancel_slot.set(Some(conn.cancel_key()));
         self.status = b'I';
+        self.unsynced = false;
         self.server = Some(conn);
         Ok(())
     }
@@ -158,7 +159,7 @@ impl Session {
         let Some(conn) = self.server.take() else {
             return;
         };
-        self.cancel_slot.set(None);
+        let cancels = self.cancel_slot.detach();
         self.meter.set_state(ClientState::Idle);
         self.meter
             .listing
@@ -170,8 +171,16 @@ impl Session {
         }
         if self.server_prepared_unknown || conn.prepared.len() > MAX_PREPARED_PER_SERVER {
             drop(conn);
-        } else {
+        } else if cancels.none() {
             conn.release();
+        } else {
+            // A cancel of this client's query is on its way to the server: the next client gets
+            // the connection only once it has landed (or never, if it does not).
+            tokio::spawn(async move {
+                if cancels.wait().await {
+                    conn.release();
+                }
+            });
         }
         self.server_prepared_unknown = false;
         self.copy_in = false;
@@ -181,11 +190,13 @@ impl Session {
         }
     }
 
-    /// The attached server ended its connection while idle: it is closed and counted as a
-    /// failure of its backend; the client keeps its session.
-    pub(super) fn drop_idle_server(&mut self) {
+    /// The attached server ended its connection while idle: it is closed (and counted as a
+    /// failure of its backend if `backend_failed`); the client keeps its session.
+    pub(super) fn drop_idle_server(&mut self, backend_failed: bool) {
         if let Some(conn) = self.server.take() {
-            conn.pool().backend().record_failure(FailureKind::Broken);
+            if backend_failed {
+                conn.pool().backend().record_failure(FailureKind::Broken);
+            }
         }
         self.cancel_slot.set(None);
         if let Some(routing) = self.routing.as_deref_mut() {
@@ -231,12 +242,18 @@ impl Session {
         let Some(mut conn) = self.server.take() else {
             return;
         };
-        self.cancel_slot.set(None);
         if !self.pending.is_empty() || self.server_skip > 0 || !self.server_buf.is_empty() {
+            self.cancel_slot.set(None);
             // A query is still running: stop it and close; Postgres rolls back on disconnect.
             let key = conn.cancel_key();
             drop(conn);
             let _ = tokio::time::timeout(CLEANUP_TIMEOUT, send_cancel(&key)).await;
+            return;
+        }
+        if self.unsynced {
+            // A unit cut off before its Sync: the server may skip everything up to a Sync, or hold
+            // an implicit transaction that a Sync would commit. Closing rolls it back.
+            self.cancel_slot.set(None);
             return;
         }
         let mut cleanup = Vec::new();

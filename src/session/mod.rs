@@ -230,6 +230,9 @@ pub(crate) struct Session {
     copy_in: bool,
     /// After an error the proxy raised itself, client frames are dropped until `Sync`.
     ignore_till_sync: bool,
+    /// Extended-protocol messages went to the server since its last `ReadyForQuery` with nothing
+    /// owed: it may hold an implicit transaction or skip everything until `Sync`.
+    unsynced: bool,
     /// Session changes sent but not yet committed.
     inflight_ops: Vec<SessionOp>,
     /// An error reached the client since the in-flight changes were sent.

@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 use super::pending::{Action, Event};
 use super::{EndReason, Flow, Session};
 use crate::config::PoolMode;
+use crate::pool::breaker::FailureKind;
 use crate::protocol::codec;
 
 /// Read size from servers.
@@ -15,6 +16,13 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Postgres never sends frames above 1 GB.
 const MAX_SERVER_FRAME: usize = 1 << 30;
+
+/// Whether a server's FATAL means the server itself is failing (a crash of another backend),
+/// rather than only this session ending: terminated by an administrator (57P01), a session or
+/// idle timeout of the server's own settings (57P05, 25P03), and the like.
+fn fatal_is_backend_failure(code: &str) -> bool {
+    code == "57P02"
+}
 
 /// Frames whose body the proxy reads; they are small, so they are waited for whole.
 fn needs_body(tag: u8) -> bool {
@@ -92,7 +100,11 @@ impl Session {
             {
                 // The server is going away (crash, shutdown) before the client saw anything of
                 // this read: send it elsewhere rather than pass the error on.
-                let (_, message) = codec::parse_error_fields(body);
+                let (code, message) = codec::parse_error_fields(body);
+                if !fatal_is_backend_failure(&code) {
+                    // Only this session ended (terminated, timed out): no mark against the server.
+                    drop(self.server.take());
+                }
                 self.to_client = out;
                 buf.clear();
                 return self.server_lost(&message).await;
@@ -106,14 +118,14 @@ impl Session {
                 // The server is going away while this client owes it nothing (its FATAL came
                 // after the last ReadyForQuery): not the client's business. Drop the connection;
                 // the next unit gets another.
-                let (_, message) = codec::parse_error_fields(body);
+                let (code, message) = codec::parse_error_fields(body);
                 tracing::info!(%message, "server ended an idle connection");
                 out.extend_from_slice(&buf[forward_from..pos]);
                 buf.clear();
                 let write = self.client.write_all(&out).await;
                 out.clear();
                 self.to_client = out;
-                self.drop_idle_server();
+                self.drop_idle_server(fatal_is_backend_failure(&code));
                 return match write {
                     Ok(()) => Flow::Continue,
                     Err(_) => Flow::End(EndReason::ClientGone),
@@ -122,6 +134,13 @@ impl Session {
             if tag == b'E' {
                 let (code, _) = codec::parse_error_fields(body);
                 self.shared.stats.count_error(code.as_bytes());
+                if codec::error_is_fatal(body) {
+                    // The server ends this session with its own error: the client gets that one
+                    // error, as from Postgres directly, and the connection is closed.
+                    out.extend_from_slice(&buf[forward_from..pos + total]);
+                    buf.clear();
+                    return self.server_fatal(out, &code).await;
+                }
             }
             let action = self.pending.on_frame(tag, body, &mut events);
             match tag {
@@ -169,6 +188,7 @@ impl Session {
                 self.pending.drain_synthetic(&mut out);
             }
             if tag == b'Z' && self.pending.is_empty() {
+                self.unsynced = false;
                 if let Some(routing) = self.routing.as_deref_mut() {
                     routing.on_ready();
                 }
@@ -190,6 +210,10 @@ impl Session {
                 routing.on_client_bytes();
             }
         }
+        if self.pending.is_empty() {
+            // Before the client sees the answer: a cancel it sends from now on has nothing to stop.
+            self.cancel_slot.set_busy(false);
+        }
         let write = if out.is_empty() && forward_from == 0 {
             self.meter.sent(pos);
             self.client.write_all(&buf[..pos]).await
@@ -209,6 +233,24 @@ impl Session {
             self.release_server();
         }
         Flow::Continue
+    }
+
+    /// Forwards `out` (ending with the server's FATAL) and ends the session; the server is closed,
+    /// and counted against its backend only if the FATAL says the server itself failed.
+    async fn server_fatal(&mut self, mut out: BytesMut, code: &str) -> Flow {
+        let backend_failed = fatal_is_backend_failure(code);
+        if let Some(conn) = self.server.take() {
+            tracing::info!(backend = %conn.pool().key.addr, code, "server ended the session");
+            if backend_failed {
+                conn.pool().backend().record_failure(FailureKind::Broken);
+            }
+        }
+        self.cancel_slot.set(None);
+        self.meter.sent(out.len());
+        let _ = self.client.write_all(&out).await;
+        out.clear();
+        self.to_client = out;
+        Flow::End(EndReason::ServerLost)
     }
 
     fn apply_events(&mut self, events: &mut Vec<Event>) {

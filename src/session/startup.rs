@@ -152,6 +152,7 @@ pub(super) async fn login(
         status: b'I',
         copy_in: false,
         ignore_till_sync: false,
+        unsynced: false,
         inflight_ops: Vec::new(),
         saw_error: false,
         unnamed_ops: Vec::new(),
