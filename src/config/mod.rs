@@ -110,6 +110,22 @@ pub struct PoolConfig {
     pub max_lifetime_ms: u64,
     /// Opening a server connection (TCP + authentication) must finish within this.
     pub connect_timeout_ms: u64,
+    /// What happens to a server connection a session-mode client (or a transaction-mode client
+    /// pinned to it) leaves behind.
+    pub server_reset: ServerReset,
+}
+
+/// How a server connection is made fit for the next client after a session-mode client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerReset {
+    /// `DISCARD ALL` (settings back to the connection's startup values, prepared statements, temp
+    /// tables, LISTENs, advisory locks, cursors gone) and reuse: the next client sees the same
+    /// backend pid.
+    #[default]
+    DiscardAll,
+    /// Close it: the next client gets a new backend (new pid), at the cost of a connect.
+    Close,
 }
 
 impl Default for PoolConfig {
@@ -122,6 +138,7 @@ impl Default for PoolConfig {
             idle_timeout_ms: 600_000,
             max_lifetime_ms: 3_600_000,
             connect_timeout_ms: 5_000,
+            server_reset: ServerReset::DiscardAll,
         }
     }
 }

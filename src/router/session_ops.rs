@@ -19,6 +19,16 @@ pub enum SessionOp {
     DiscardAll,
     /// `DEALLOCATE ALL`: every prepared statement dropped.
     DeallocateAll,
+    /// `ROLLBACK`/`ABORT` (also `ROLLBACK TO SAVEPOINT`): some `SET`s of the transaction may be undone.
+    Rollback,
+    /// Settings may have changed in a way the lexer cannot follow (`set_config(…)`): read them back
+    /// from the server once the request is over. `custom` is a dotted (extension or application)
+    /// setting name given as a literal: those are not listed by `pg_settings`, so they are asked for.
+    Verify { custom: Option<String> },
+    /// State that lives on the server connection and cannot be replayed elsewhere (`LISTEN`, SQL
+    /// `PREPARE`, temp tables, `WITH HOLD` cursors, session advisory locks, `LOAD`): the client keeps
+    /// its server connection; the name says which.
+    Pin(&'static str),
 }
 
 /// The session-changing statements in `sql`, in order. Empty (and allocation-free) for ordinary queries.
@@ -28,6 +38,7 @@ pub fn session_ops(sql: &str) -> Vec<SessionOp> {
         if let Some(op) = classify(statement) {
             ops.push(op);
         }
+        scan_calls(statement, &mut ops);
     }
     ops
 }
@@ -161,14 +172,45 @@ fn classify(statement: &str) -> Option<SessionOp> {
     if first.eq_ignore_ascii_case("set") {
         classify_set(statement)
     } else if first.eq_ignore_ascii_case("reset") {
-        let name = words(statement).nth(1)?;
+        let mut w = words(statement).skip(1);
+        let name = w.next()?;
         if name.eq_ignore_ascii_case("all") {
             Some(SessionOp::ResetAll)
         } else {
             Some(SessionOp::Reset {
-                name: normalize_name(name),
+                name: setting_name(name, w.next()),
             })
         }
+    } else if first.eq_ignore_ascii_case("rollback") || first.eq_ignore_ascii_case("abort") {
+        let prepared = words(statement)
+            .nth(1)
+            .is_some_and(|w| w.eq_ignore_ascii_case("prepared"));
+        (!prepared).then_some(SessionOp::Rollback)
+    } else if first.eq_ignore_ascii_case("listen") {
+        Some(SessionOp::Pin("LISTEN"))
+    } else if first.eq_ignore_ascii_case("load") {
+        Some(SessionOp::Pin("LOAD"))
+    } else if first.eq_ignore_ascii_case("prepare") {
+        let transaction = words(statement)
+            .nth(1)
+            .is_some_and(|w| w.eq_ignore_ascii_case("transaction"));
+        (!transaction).then_some(SessionOp::Pin("PREPARE"))
+    } else if first.eq_ignore_ascii_case("declare") {
+        // DECLARE name [BINARY] [ASENSITIVE|INSENSITIVE] [[NO] SCROLL] CURSOR [WITH HOLD] FOR …
+        let mut before_for = words(statement).take_while(|w| !w.eq_ignore_ascii_case("for"));
+        before_for
+            .any(|w| w.eq_ignore_ascii_case("hold"))
+            .then_some(SessionOp::Pin("DECLARE … WITH HOLD"))
+    } else if first.eq_ignore_ascii_case("create") {
+        // CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} [UNLOGGED] {TABLE|VIEW|SEQUENCE} …
+        let is_temp =
+            |w: &str| w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary");
+        let mut w = words(statement).skip(1);
+        let mut second = w.next()?;
+        if second.eq_ignore_ascii_case("global") || second.eq_ignore_ascii_case("local") {
+            second = w.next()?;
+        }
+        is_temp(second).then_some(SessionOp::Pin("CREATE TEMP"))
     } else if first.eq_ignore_ascii_case("discard") {
         let what = words(statement).nth(1)?;
         what.eq_ignore_ascii_case("all")
@@ -202,29 +244,144 @@ fn classify_set(statement: &str) -> Option<SessionOp> {
             return Some(set_op("session_characteristics", statement));
         }
         if next.eq_ignore_ascii_case("authorization") {
-            return Some(set_op("session_authorization", statement));
+            let name = "session_authorization".to_string();
+            return match w.next() {
+                Some(v) if v.eq_ignore_ascii_case("default") => Some(SessionOp::Reset { name }),
+                _ => Some(set_op(&name, statement)),
+            };
         }
         name = next;
     }
-    let name = if name.eq_ignore_ascii_case("time") {
+    let second = w.next();
+    let first_word = name;
+    let name = setting_name(first_word, second);
+    // Two-word names (`TIME ZONE`, `XML OPTION`): the value comes after the second word.
+    let two_words = (name == "timezone" && first_word.eq_ignore_ascii_case("time"))
+        || (name == "xmloption" && first_word.eq_ignore_ascii_case("xml"));
+    let mut value = if two_words { w.next() } else { second };
+    if value.is_some_and(|v| v.eq_ignore_ascii_case("to")) {
+        value = w.next();
+    }
+    let resets = value.is_some_and(|v| {
+        v.eq_ignore_ascii_case("default")
+            || (name == "timezone" && v.eq_ignore_ascii_case("local"))
+            || (name == "role" && v.eq_ignore_ascii_case("none"))
+    });
+    if resets {
+        return Some(SessionOp::Reset { name });
+    }
+    Some(set_op(&name, statement))
+}
+
+/// The GUC behind a `SET`/`RESET` name, including the SQL-standard spellings (`TIME ZONE`,
+/// `XML OPTION`, `SESSION AUTHORIZATION`, `NAMES`, `SCHEMA`); `second` is the word after it.
+fn setting_name(name: &str, second: Option<&str>) -> String {
+    let second_is = |word: &str| second.is_some_and(|s| s.eq_ignore_ascii_case(word));
+    if name.eq_ignore_ascii_case("time") && second_is("zone") {
         "timezone".to_string()
+    } else if name.eq_ignore_ascii_case("xml") && second_is("option") {
+        "xmloption".to_string()
+    } else if name.eq_ignore_ascii_case("session") && second_is("authorization") {
+        "session_authorization".to_string()
     } else if name.eq_ignore_ascii_case("names") {
         "client_encoding".to_string()
     } else if name.eq_ignore_ascii_case("schema") {
         "search_path".to_string()
-    } else if name.eq_ignore_ascii_case("role") {
-        "role".to_string()
     } else {
         normalize_name(name)
+    }
+}
+
+/// Function calls that change session state anywhere in a statement: `set_config` (settings the
+/// lexer cannot read: verified against the server, unless transaction-local by a literal `true`) and
+/// session-level advisory locks (pin). Looks only around underscores, so ordinary text costs one
+/// byte scan; a false hit (the name inside a string) only costs a check.
+fn scan_calls(statement: &str, ops: &mut Vec<SessionOp>) {
+    let bytes = statement.as_bytes();
+    let at = |start: usize, word: &[u8]| {
+        bytes
+            .get(start..start + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
     };
-    let mut value = w.next();
-    if value.is_some_and(|v| v.eq_ignore_ascii_case("to")) {
-        value = w.next();
+    let ident = |at: usize| {
+        bytes
+            .get(at)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    };
+    let mut pinned = false;
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'_') {
+        if i >= 3 && at(i - 3, b"set_config") && (i == 3 || !ident(i - 4)) && !ident(i + 7) {
+            if let Some(op) = set_config_call(bytes, i + 7) {
+                ops.push(op);
+            }
+        } else if !pinned
+            && i >= 8
+            && at(i - 8, b"advisory_lock")
+            && ((i >= 11 && at(i - 11, b"pg_")) || (i >= 15 && at(i - 15, b"pg_try_")))
+        {
+            pinned = true;
+            ops.push(SessionOp::Pin("advisory lock"));
+        }
     }
-    if value.is_some_and(|v| v.eq_ignore_ascii_case("default")) {
-        return Some(SessionOp::Reset { name });
+}
+
+/// The arguments of a `set_config` call whose name ends just before `from`: nothing when its last
+/// argument is a literal `true` (transaction-local), else a `Verify` naming a literal dotted setting.
+fn set_config_call(bytes: &[u8], from: usize) -> Option<SessionOp> {
+    let mut i = from;
+    while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
     }
-    Some(set_op(&name, statement))
+    if bytes.get(i) != Some(&b'(') {
+        return Some(SessionOp::Verify { custom: None });
+    }
+    let open = i + 1;
+    let mut first_end = None;
+    let mut last_arg = open;
+    let mut depth = 0usize;
+    i = open;
+    let close = loop {
+        match bytes.get(i) {
+            None => break None,
+            Some(b'\'') => i = skip_quoted(bytes, i, b'\'', false),
+            Some(b'"') => i = skip_quoted(bytes, i, b'"', false),
+            Some(b'(') => {
+                depth += 1;
+                i += 1;
+            }
+            Some(b')') if depth == 0 => break Some(i),
+            Some(b')') => {
+                depth -= 1;
+                i += 1;
+            }
+            Some(b',') if depth == 0 => {
+                first_end.get_or_insert(i);
+                last_arg = i + 1;
+                i += 1;
+            }
+            Some(_) => i += 1,
+        }
+    };
+    let text = |a: usize, b: usize| {
+        std::str::from_utf8(bytes.get(a..b).unwrap_or_default())
+            .unwrap_or_default()
+            .trim()
+    };
+    if let Some(close) = close {
+        let last = text(last_arg, close);
+        if last_arg > open
+            && (last.eq_ignore_ascii_case("true") || last.eq_ignore_ascii_case("'t'"))
+        {
+            return None;
+        }
+    }
+    let first = text(open, first_end.unwrap_or(open));
+    let custom = first
+        .strip_prefix('\'')
+        .and_then(|f| f.strip_suffix('\''))
+        .filter(|name| name.contains('.') && !name.contains('\''))
+        .map(str::to_ascii_lowercase);
+    Some(SessionOp::Verify { custom })
 }
 
 fn set_op(name: &str, statement: &str) -> SessionOp {
@@ -308,6 +465,99 @@ mod tests {
         assert!(session_ops("set constraints all deferred").is_empty());
     }
 
+    fn reset(name: &str) -> SessionOp {
+        SessionOp::Reset { name: name.into() }
+    }
+
+    #[test]
+    fn sql_standard_spellings_name_the_real_setting() {
+        assert_eq!(
+            session_ops("SET XML OPTION DOCUMENT"),
+            vec![set("xmloption", "SET XML OPTION DOCUMENT")]
+        );
+        for resets in [
+            "RESET TIME ZONE",
+            "SET TIME ZONE DEFAULT",
+            "set time zone local",
+            "SET timezone = default",
+            "SET timezone TO DEFAULT",
+        ] {
+            assert_eq!(session_ops(resets), vec![reset("timezone")], "{resets}");
+        }
+        for resets in [
+            "RESET SESSION AUTHORIZATION",
+            "SET SESSION AUTHORIZATION DEFAULT",
+        ] {
+            assert_eq!(
+                session_ops(resets),
+                vec![reset("session_authorization")],
+                "{resets}"
+            );
+        }
+        assert_eq!(
+            session_ops("SET SESSION AUTHORIZATION app"),
+            vec![set(
+                "session_authorization",
+                "SET SESSION AUTHORIZATION app"
+            )]
+        );
+        assert_eq!(session_ops("SET ROLE NONE"), vec![reset("role")]);
+        assert_eq!(session_ops("RESET ROLE"), vec![reset("role")]);
+        assert_eq!(
+            session_ops("SET TIME ZONE 'UTC'"),
+            vec![set("timezone", "SET TIME ZONE 'UTC'")]
+        );
+    }
+
+    #[test]
+    fn rollbacks_pins_and_set_config_calls() {
+        assert_eq!(
+            session_ops("ROLLBACK TO SAVEPOINT s"),
+            vec![SessionOp::Rollback]
+        );
+        assert_eq!(session_ops("abort"), vec![SessionOp::Rollback]);
+        assert!(session_ops("ROLLBACK PREPARED 'x'").is_empty());
+        assert!(session_ops("PREPARE TRANSACTION 'x'").is_empty());
+        for (sql, what) in [
+            ("LISTEN chan", "LISTEN"),
+            ("prepare q AS SELECT 1", "PREPARE"),
+            (
+                "DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1",
+                "DECLARE … WITH HOLD",
+            ),
+            ("CREATE TEMP TABLE t (x int)", "CREATE TEMP"),
+            ("create global temporary table t (x int)", "CREATE TEMP"),
+            (
+                "SELECT pg_advisory_lock(1), pg_advisory_lock(2)",
+                "advisory lock",
+            ),
+            ("select PG_TRY_ADVISORY_LOCK_SHARED(1)", "advisory lock"),
+            ("LOAD 'auto_explain'", "LOAD"),
+        ] {
+            assert_eq!(session_ops(sql), vec![SessionOp::Pin(what)], "{sql}");
+        }
+        assert!(session_ops("DECLARE c CURSOR FOR SELECT hold FROM t").is_empty());
+        assert!(session_ops("CREATE TABLE temp (x int)").is_empty());
+        assert!(session_ops("SELECT pg_advisory_xact_lock(1)").is_empty());
+        let verify = |custom: Option<&str>| SessionOp::Verify {
+            custom: custom.map(str::to_string),
+        };
+        assert_eq!(
+            session_ops("SELECT set_config('search_path', 'x', false)"),
+            vec![verify(None)]
+        );
+        assert_eq!(
+            session_ops("select SET_CONFIG ( 'App.User', (select '1'), FALSE ), set_config(n, v, false) from t"),
+            vec![verify(Some("app.user")), verify(None)]
+        );
+        assert!(
+            session_ops("SELECT set_config('app.user', current_setting('x'), true)").is_empty()
+        );
+        assert!(session_ops("SELECT set_config('a.b', 'it''s, (odd)', TRUE)").is_empty());
+        assert_eq!(session_ops("SELECT set_config"), vec![verify(None)]);
+        assert!(session_ops("select my_set_configs, a_b_c from t_x").is_empty());
+    }
+
     #[test]
     fn lexer_survives_unterminated_input() {
         for text in [
@@ -321,6 +571,11 @@ mod tests {
             "set",
             "reset",
             "SET \"Quoted\" = 1",
+            "select set_config('a.b",
+            "select set_config(",
+            "select pg_try_advisory_lock",
+            "_",
+            "DECLARE",
         ] {
             let _ = session_ops(text);
         }

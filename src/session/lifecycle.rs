@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::{EndReason, Flow, Session};
-use crate::config::PoolMode;
+use crate::config::{PoolMode, ServerReset};
 use crate::error::ClientError;
 use crate::pool::breaker::{BreakerState, FailureKind};
 use crate::pool::server::{send_cancel, ServerError};
@@ -169,7 +169,10 @@ impl Session {
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.on_release();
         }
-        if self.server_prepared_unknown || conn.prepared.len() > MAX_PREPARED_PER_SERVER {
+        if self.server_prepared_unknown
+            || self.server_dirty
+            || conn.prepared.len() > MAX_PREPARED_PER_SERVER
+        {
             drop(conn);
         } else if cancels.none() {
             conn.release();
@@ -183,6 +186,7 @@ impl Session {
             });
         }
         self.server_prepared_unknown = false;
+        self.server_dirty = false;
         self.copy_in = false;
         self.server_skip = 0;
         if self.server_buf.is_empty() {
@@ -256,11 +260,16 @@ impl Session {
             self.cancel_slot.set(None);
             return;
         }
+        // A session-mode client's connection, or one a client was pinned to, holds its state.
+        let reset = self.mode == PoolMode::Session || self.pinned;
+        if reset && self.shared.config().pool.server_reset == ServerReset::Close {
+            return; // dropping closes the connection: the next client gets a new backend
+        }
         let mut cleanup = Vec::new();
         if self.status != b'I' {
             cleanup.push("ROLLBACK");
         }
-        if self.mode == PoolMode::Session {
+        if reset {
             cleanup.push("DISCARD ALL");
         }
         for sql in cleanup {
@@ -270,7 +279,7 @@ impl Session {
                 _ => return, // dropping closes the connection
             }
         }
-        if self.mode == PoolMode::Session {
+        if reset {
             conn.applied.clear();
             conn.prepared.clear();
         }

@@ -20,6 +20,7 @@ mod scatter;
 mod server_side;
 mod sharded;
 mod startup;
+mod state;
 mod targets;
 mod two_phase;
 
@@ -242,6 +243,11 @@ pub(crate) struct Session {
     portal_ops: Vec<SessionOp>,
     /// The server's prepared statements are no longer known (`DEALLOCATE ALL`): close it on release.
     server_prepared_unknown: bool,
+    /// The client made state only its server connection has (LISTEN, temp table, …): it keeps that
+    /// connection for the rest of its session (transaction mode), and it is reset when it leaves.
+    pinned: bool,
+    /// The server connection holds state of this client that cannot be tracked: closed on release.
+    server_dirty: bool,
     cancel_slot: Arc<CancelSlot>,
     pid: i32,
     secret: i32,

@@ -36,6 +36,21 @@ pub struct AppliedParams {
     fingerprint: u64,
 }
 
+/// Settings `RESET ALL` leaves as they are.
+const NOT_RESET_BY_ALL: &[&str] = &["role", "session_authorization"];
+
+/// A new (or reset) session authorization also resets the role, on the server and for the client.
+fn forget_role_if_authorization(
+    name: &str,
+    client: &mut ClientParams,
+    applied: &mut AppliedParams,
+) {
+    if name == "session_authorization" {
+        client.sets.remove("role");
+        applied.values.remove("role");
+    }
+}
+
 /// Startup packet keys that are not session settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
@@ -97,24 +112,69 @@ impl ClientParams {
         for op in ops {
             match op {
                 SessionOp::Set { name, statement } => {
+                    forget_role_if_authorization(name, self, applied);
                     let value = ParamValue::Sql(statement.clone());
                     self.sets.insert(name.clone(), value.clone());
                     applied.values.insert(name.clone(), value);
                 }
                 SessionOp::Reset { name } => {
+                    forget_role_if_authorization(name, self, applied);
                     self.sets.remove(name);
                     applied.values.remove(name);
                 }
-                SessionOp::ResetAll | SessionOp::DiscardAll => {
+                SessionOp::ResetAll => {
+                    // RESET ALL leaves the role and session authorization alone.
+                    self.sets
+                        .retain(|name, _| NOT_RESET_BY_ALL.contains(&name.as_str()));
+                    applied
+                        .values
+                        .retain(|name, _| NOT_RESET_BY_ALL.contains(&name.as_str()));
+                }
+                SessionOp::DiscardAll => {
                     self.sets.clear();
                     applied.values.clear();
                 }
-                SessionOp::DeallocateAll => {}
+                SessionOp::DeallocateAll
+                | SessionOp::Rollback
+                | SessionOp::Verify { .. }
+                | SessionOp::Pin(_) => {}
             }
         }
         self.refresh();
         applied.refresh();
         !self.matches(applied)
+    }
+
+    /// Takes the server's actual session-level settings (read back after a request whose effect the
+    /// lexer could not be sure of: a rollback, an error, `set_config`) as this client's: `server` is
+    /// every setting the session changed on the server, as (name, value) pairs. Returns true when
+    /// the server differs from what the client expects (a startup value was `RESET`), so a resync
+    /// is due.
+    pub fn adopt(&mut self, server: Vec<(String, String)>, applied: &mut AppliedParams) -> bool {
+        applied.values.clear();
+        self.sets.clear();
+        for (name, value) in server {
+            let value = ParamValue::Startup(Arc::from(value.as_str()));
+            if self.startup.get(&name) != Some(&value) {
+                self.sets.insert(name.clone(), value.clone());
+            }
+            applied.values.insert(name, value);
+        }
+        self.refresh();
+        applied.refresh();
+        !self.matches(applied)
+    }
+
+    /// The dotted (extension or application) settings this client or `applied` has: `pg_settings`
+    /// does not list them, so reading settings back asks for each.
+    pub fn custom_names(&self, applied: &AppliedParams) -> Vec<String> {
+        self.startup
+            .keys()
+            .chain(self.sets.keys())
+            .chain(applied.values.keys())
+            .filter(|name| name.contains('.'))
+            .cloned()
+            .collect()
     }
 
     /// SQL that turns `applied` into this client's settings, or `None` when nothing differs. Call
@@ -130,8 +190,17 @@ impl ClientParams {
                 sql.push_str(&reset_sql(name));
             }
         }
-        for (name, value) in &desired {
-            if applied.values.get(*name) == Some(*value) {
+        // A new session authorization resets the role: it goes first, and the role again after it.
+        let authorization = "session_authorization".to_string();
+        let authorization_changes =
+            desired.get(&authorization).copied() != applied.values.get(&authorization);
+        let ordered = desired
+            .get_key_value(&authorization)
+            .into_iter()
+            .chain(desired.iter().filter(|(name, _)| ***name != authorization));
+        for (name, value) in ordered {
+            let role_again = authorization_changes && name.as_str() == "role";
+            if applied.values.get(*name) == Some(*value) && !role_again {
                 continue;
             }
             match value {

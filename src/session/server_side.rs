@@ -6,6 +6,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::pending::{Action, Event};
+use super::state;
 use super::{EndReason, Flow, Session};
 use crate::config::PoolMode;
 use crate::pool::breaker::FailureKind;
@@ -148,6 +149,7 @@ impl Session {
                     if let Some(server) = self.server.as_mut() {
                         server.note_parameter_status(body);
                     }
+                    state::note_reported_change(body, &mut self.inflight_ops);
                 }
                 b'Z' => self.status = body.first().copied().unwrap_or(b'I'),
                 _ => {}
@@ -202,7 +204,7 @@ impl Session {
                         return self.server_lost(&e).await;
                     }
                 }
-                release = self.mode == PoolMode::Transaction && self.status == b'I';
+                release = self.mode == PoolMode::Transaction && self.status == b'I' && !self.pinned;
             }
         }
         if pos > 0 || !out.is_empty() {
@@ -284,7 +286,14 @@ impl Session {
         }
         let ops = std::mem::take(&mut self.inflight_ops);
         let failed = std::mem::replace(&mut self.saw_error, false);
-        if ops.is_empty() || failed {
+        if ops.is_empty() {
+            return false;
+        }
+        self.note_untracked(&ops);
+        if self.mode == PoolMode::Transaction && state::needs_verify(&ops, failed) {
+            return Box::pin(self.verify_settings(&ops)).await;
+        }
+        if failed {
             return false;
         }
         match self.server.as_mut() {

@@ -157,6 +157,8 @@ pub(super) async fn login(
         saw_error: false,
         unnamed_ops: Vec::new(),
         portal_ops: Vec::new(),
+        pinned: false,
+        server_dirty: false,
         server_prepared_unknown: false,
         cancel_slot: Default::default(),
         pid,
