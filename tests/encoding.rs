@@ -150,6 +150,24 @@ async fn latin1_query_text_and_names_reach_postgres_unchanged() {
         .await
         .expect("bind of a Latin-1 statement name");
 
+    // The name in use: Postgres' 42P05, naming the client's own (Latin-1) name.
+    let mut frames = parse(&name, b"select 1");
+    frames.extend(raw::sync());
+    client.send(&frames).await;
+    let (tag, body) = within("error", read_msg(&mut client.stream))
+        .await
+        .expect("an answer");
+    assert_eq!(tag, b'E');
+    assert_eq!(raw::error_code(&body), "42P05");
+    assert!(
+        body.windows(4).any(|w| w == [b'"', b's', E_GRAVE, b'"']),
+        "the error names the client's statement: {}",
+        String::from_utf8_lossy(&body)
+    );
+    within("ready", rows_of(&mut client, &[]))
+        .await
+        .expect("ready");
+
     // Stored as Postgres would store them from a direct connection: proper characters.
     let stored: Vec<String> = direct
         .query("select v from lat order by v = 'é', v", &[])

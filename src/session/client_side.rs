@@ -251,18 +251,18 @@ impl Session {
     fn on_query(&mut self, frame: &[u8]) -> Result<(), String> {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN..]);
         let sql = reader
-            .cstr_utf8()
+            .cstr_text()
             .map_err(|e| format!("invalid Query message: {e}"))?;
         if self.meter.log_statements {
             tracing::info!(
                 client = self.meter.client_id(),
-                sql,
+                sql = &*sql,
                 "statement (log.statements)"
             );
         }
-        let ops = session_ops(sql);
+        let ops = session_ops(&sql);
         self.note_ops(ops);
-        self.note_statement_text(sql);
+        self.note_statement_text(&sql);
         self.forward(frame, Some(Expect::UntilReady));
         self.unit_sent();
         Ok(())
@@ -331,18 +331,18 @@ impl Session {
             .map_err(|e| format!("invalid Parse message: {e}"))?;
         let rest_at = reader.position();
         let sql = reader
-            .cstr_utf8()
+            .cstr_text()
             .map_err(|e| format!("invalid Parse message: {e}"))?;
         if self.meter.log_statements {
             tracing::info!(
                 client = self.meter.client_id(),
-                sql,
+                sql = &*sql,
                 "prepared statement (log.statements)"
             );
         }
-        self.note_statement_text(sql);
+        self.note_statement_text(&sql);
         if name.is_empty() || !self.rename_statements {
-            self.unnamed_ops = session_ops(sql);
+            self.unnamed_ops = session_ops(&sql);
             self.forward(
                 frame,
                 Some(Expect::Parse {
@@ -372,7 +372,7 @@ impl Session {
         // A name of its own: parsed now, against the schema as it is now.
         let statement = self.shared.statements.prepare(
             &body[rest_at..],
-            sql,
+            &sql,
             &self.shared.plans,
             self.meter.client_id(),
         );
@@ -395,7 +395,7 @@ impl Session {
             return false;
         };
         let rest_at = reader.position();
-        let Ok(sql) = reader.cstr_utf8() else {
+        let Ok(sql) = reader.cstr_text() else {
             return false;
         };
         if name.is_empty() || self.statements.get(name).is_some() {
@@ -404,8 +404,8 @@ impl Session {
         let text = self
             .shared
             .statements
-            .text(&body[rest_at..], sql, &self.shared.plans);
-        if !self.pool.is_validated(&text.id) || sql_prepares(sql) {
+            .text(&body[rest_at..], &sql, &self.shared.plans);
+        if !self.pool.is_validated(&text.id) || sql_prepares(&sql) {
             return false;
         }
         let statement =

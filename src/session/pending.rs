@@ -225,15 +225,24 @@ impl Pending {
     }
 }
 
-/// The error frame with the server-side statement name replaced by the client's.
+/// The error frame with the server-side statement name replaced by the client's. Bytes, not text:
+/// the message is in the client's encoding, and so is its name.
 fn rename_in_error(body: &[u8], track: &ParseTrack) -> BytesMut {
     let client_name = track.client_name.as_deref().unwrap_or_default();
-    let text = String::from_utf8_lossy(body).replace(
-        &*track.statement.server_name,
-        &String::from_utf8_lossy(client_name),
-    );
+    let server_name = track.statement.server_name.as_bytes();
+    let mut text = Vec::with_capacity(body.len() + client_name.len());
+    let mut at = 0;
+    while at < body.len() {
+        if body[at..].starts_with(server_name) {
+            text.extend_from_slice(client_name);
+            at += server_name.len();
+        } else {
+            text.push(body[at]);
+            at += 1;
+        }
+    }
     let mut out = BytesMut::with_capacity(text.len() + codec::HEADER_LEN);
-    codec::put_frame(&mut out, b'E', text.as_bytes());
+    codec::put_frame(&mut out, b'E', &text);
     out
 }
 
