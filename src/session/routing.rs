@@ -369,9 +369,7 @@ impl Session {
                 let sql = reader.cstr_text().map_err(|e| bad("Query", e))?;
                 let plan = self.route_sql(&sql);
                 self.note_shards_of_query(&plan, &sql);
-                if matches!(sql, Cow::Owned(_)) {
-                    self.refuse_undecodable_sharded(&plan);
-                }
+                self.refuse_undecodable_sharded(&plan, matches!(sql, Cow::Owned(_)));
             }
             b'P' => {
                 let name = reader.cstr().map_err(|e| bad("Parse", e))?;
@@ -379,9 +377,7 @@ impl Session {
                 let named = !name.is_empty();
                 let types = Bytes::copy_from_slice(reader.remaining());
                 let plan = self.route_sql(&sql);
-                if matches!(sql, Cow::Owned(_)) {
-                    self.refuse_undecodable_sharded(&plan);
-                }
+                self.refuse_undecodable_sharded(&plan, matches!(sql, Cow::Owned(_)));
                 if let Some(routing) = self.routing.as_deref_mut() {
                     if named {
                         routing.retryable = false;

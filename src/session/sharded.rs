@@ -109,8 +109,12 @@ impl Session {
     /// Text that is not UTF-8 (a `client_encoding` other than UTF8) is classified from a lossy copy:
     /// enough to tell reads from writes, not to read shard keys or rebuild statements for other
     /// shards. Statements beyond unsharded tables are refused, clearly, rather than misrouted.
-    pub(super) fn refuse_undecodable_sharded(&mut self, plan: &crate::router::plan::Plan) {
-        if self.shared.sharding.is_none() {
+    pub(super) fn refuse_undecodable_sharded(
+        &mut self,
+        plan: &crate::router::plan::Plan,
+        lossy: bool,
+    ) {
+        if !lossy || self.shared.sharding.is_none() {
             return;
         }
         let Some(routing) = self.routing.as_deref_mut() else {
