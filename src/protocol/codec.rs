@@ -98,6 +98,13 @@ impl<'a> BodyReader<'a> {
     pub fn cstr_utf8(&mut self) -> Result<&'a str, CodecError> {
         std::str::from_utf8(self.cstr()?).map_err(|_| CodecError::Malformed("string is not UTF-8"))
     }
+
+    /// A NUL-terminated SQL text, for reading only: a client whose `client_encoding` is not UTF-8
+    /// sends bytes that are not UTF-8, which are replaced here (`Cow::Owned` then) while the
+    /// original bytes are what goes to the server.
+    pub fn cstr_text(&mut self) -> Result<std::borrow::Cow<'a, str>, CodecError> {
+        Ok(String::from_utf8_lossy(self.cstr()?))
+    }
 }
 
 /// Starts a frame with `tag`; returns the offset of its length field, to be patched by [`finish`].
@@ -229,6 +236,16 @@ pub fn error_is_fatal(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_that_is_not_utf8_is_read_lossily() {
+        let mut reader = BodyReader::new(b"select '\xe9'\0select 1\0");
+        let latin1 = reader.cstr_text().expect("terminated");
+        assert!(matches!(latin1, std::borrow::Cow::Owned(_)));
+        assert_eq!(latin1, "select '\u{fffd}'");
+        let utf8 = reader.cstr_text().expect("terminated");
+        assert!(matches!(utf8, std::borrow::Cow::Borrowed("select 1")));
+    }
 
     #[test]
     fn header_needs_five_bytes_and_checks_length() {

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::pending::{Expect, ParseTrack};
-use super::prepared::{rename, PreparedStatement};
+use super::prepared::{reads_prepared_statements, rename, sql_prepares, PreparedStatement};
 use super::routing::closes_named_statement;
 use super::{EndReason, Flow, Session};
 use crate::error::ClientError;
@@ -17,6 +17,10 @@ use std::sync::Arc;
 const READ_CHUNK: usize = 8192;
 
 const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+
+/// A server connection holding this many statements has those of other clients closed before
+/// another is prepared (below the count at which a connection is closed on release).
+const CLOSE_OTHERS_AT: usize = 1_000;
 const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 
 impl Session {
@@ -157,7 +161,7 @@ impl Session {
             b'B' => self.on_bind(frame),
             b'D' => self.on_describe(frame),
             b'E' => {
-                self.inflight_ops.extend(self.portal_ops.iter().cloned());
+                self.note_ops(self.portal_ops.clone());
                 self.forward(frame, Some(Expect::Execute));
                 Ok(())
             }
@@ -253,17 +257,18 @@ impl Session {
     fn on_query(&mut self, frame: &[u8]) -> Result<(), String> {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN..]);
         let sql = reader
-            .cstr_utf8()
+            .cstr_text()
             .map_err(|e| format!("invalid Query message: {e}"))?;
         if self.meter.log_statements {
             tracing::info!(
                 client = self.meter.client_id(),
-                sql,
+                sql = &*sql,
                 "statement (log.statements)"
             );
         }
-        let ops = session_ops(sql);
+        let ops = session_ops(&sql);
         self.note_ops(ops);
+        self.note_statement_text(&sql);
         self.forward(frame, Some(Expect::UntilReady));
         self.unit_sent();
         Ok(())
@@ -274,9 +279,54 @@ impl Session {
             .iter()
             .any(|op| matches!(op, SessionOp::DiscardAll | SessionOp::DeallocateAll))
         {
+            // Every statement on the server goes, the client's own included (as on Postgres);
+            // what is parsed after this in the same transaction must really be parsed again.
             self.server_prepared_unknown = true;
+            if let Some(server) = self.server.as_mut() {
+                server.prepared.clear();
+            }
+            self.statements.clear();
+            self.statements.holds_server = false;
         }
         self.inflight_ops.extend(ops);
+    }
+
+    /// What a statement's text means for server-side statements: SQL `PREPARE` keeps the server
+    /// connection with this client (and closes it when given back), a look at
+    /// `pg_prepared_statements` first closes the statements of other clients on this connection.
+    fn note_statement_text(&mut self, sql: &str) {
+        if self.mode == crate::config::PoolMode::Transaction
+            && self.shared.sharding.is_none()
+            && sql_prepares(sql)
+        {
+            self.statements.holds_server = true;
+            self.server_prepared_unknown = true;
+        }
+        if self.rename_statements && reads_prepared_statements(sql) {
+            self.close_foreign_statements();
+        }
+    }
+
+    /// Closes, unseen by the client, the statements on its server connection that are not its own.
+    fn close_foreign_statements(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let mine = self.statements.server_names();
+        let foreign: Vec<Arc<str>> = server
+            .prepared
+            .iter()
+            .filter(|name| !mine.contains(&***name))
+            .cloned()
+            .collect();
+        for name in foreign {
+            server.prepared.remove(&name);
+            let at = codec::begin(&mut self.to_server, b'C');
+            self.to_server.extend_from_slice(b"S");
+            codec::put_cstr(&mut self.to_server, name.as_bytes());
+            codec::finish(&mut self.to_server, at);
+            self.pending.push(Expect::CloseHidden(name));
+        }
     }
 
     fn on_parse(&mut self, frame: &[u8]) -> Result<(), String> {
@@ -287,17 +337,18 @@ impl Session {
             .map_err(|e| format!("invalid Parse message: {e}"))?;
         let rest_at = reader.position();
         let sql = reader
-            .cstr_utf8()
+            .cstr_text()
             .map_err(|e| format!("invalid Parse message: {e}"))?;
         if self.meter.log_statements {
             tracing::info!(
                 client = self.meter.client_id(),
-                sql,
+                sql = &*sql,
                 "prepared statement (log.statements)"
             );
         }
+        self.note_statement_text(&sql);
         if name.is_empty() || !self.rename_statements {
-            self.unnamed_ops = session_ops(sql);
+            self.unnamed_ops = session_ops(&sql);
             self.forward(
                 frame,
                 Some(Expect::Parse {
@@ -324,20 +375,15 @@ impl Session {
             });
             return Ok(());
         }
-        let statement = self
-            .shared
-            .statements
-            .intern(&body[rest_at..], sql, &self.shared.plans);
+        // A name of its own: parsed now, against the schema as it is now.
+        let statement = self.shared.statements.prepare(
+            &body[rest_at..],
+            &sql,
+            &self.shared.plans,
+            self.meter.client_id(),
+        );
         self.statements.insert(&client_name, statement.clone());
-        let on_server = self
-            .server
-            .as_ref()
-            .is_some_and(|s| s.prepared.contains(&statement.server_name));
-        if on_server {
-            self.synthetic(PARSE_COMPLETE);
-        } else {
-            self.send_parse(statement, Some(client_name), false);
-        }
+        self.send_parse(statement, Some(client_name), false);
         Ok(())
     }
 
@@ -355,19 +401,23 @@ impl Session {
             return false;
         };
         let rest_at = reader.position();
-        let Ok(sql) = reader.cstr_utf8() else {
+        let Ok(sql) = reader.cstr_text() else {
             return false;
         };
         if name.is_empty() || self.statements.get(name).is_some() {
             return false;
         }
-        let statement = self
+        let text = self
             .shared
             .statements
-            .intern(&body[rest_at..], sql, &self.shared.plans);
-        if !self.pool.is_validated(&statement.server_name) {
+            .text(&body[rest_at..], &sql, &self.shared.plans);
+        if !self.pool.is_validated(&text.id) || sql_prepares(&sql) {
             return false;
         }
+        let statement =
+            self.shared
+                .statements
+                .statement(&text, &body[rest_at..], self.meter.client_id());
         self.statements.insert(name, statement);
         self.synthetic(PARSE_COMPLETE);
         true
@@ -389,6 +439,13 @@ impl Session {
         client_name: Option<Bytes>,
         swallow: bool,
     ) {
+        if self
+            .server
+            .as_ref()
+            .is_some_and(|s| s.prepared.len() >= CLOSE_OTHERS_AT)
+        {
+            self.close_foreign_statements();
+        }
         if let Some(server) = self.server.as_mut() {
             server.prepared.insert(statement.server_name.clone());
         }
@@ -480,11 +537,23 @@ impl Session {
         Ok(())
     }
 
-    /// `Close` of a named statement: forgotten by this client, kept on the servers for others.
+    /// `Close` of a named statement: forgotten by this client, and closed on the attached server
+    /// (other server connections drop it when they fill up, see [`CLOSE_OTHERS_AT`]).
     pub(super) fn on_close_statement(&mut self, frame: &[u8]) -> Flow {
         let mut reader = BodyReader::new(&frame[codec::HEADER_LEN + 1..]);
-        if let Ok(name) = reader.cstr() {
-            self.statements.remove(name);
+        let closed = reader
+            .cstr()
+            .ok()
+            .and_then(|name| self.statements.take(name));
+        if let (Some(statement), Some(server)) = (closed, self.server.as_mut()) {
+            if server.prepared.remove(&statement.server_name) {
+                let at = codec::begin(&mut self.to_server, b'C');
+                self.to_server.extend_from_slice(b"S");
+                codec::put_cstr(&mut self.to_server, statement.server_name.as_bytes());
+                codec::finish(&mut self.to_server, at);
+                self.pending
+                    .push(Expect::CloseHidden(statement.server_name.clone()));
+            }
         }
         self.synthetic(CLOSE_COMPLETE);
         Flow::Continue

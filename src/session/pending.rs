@@ -19,6 +19,8 @@ pub enum Expect {
     },
     Bind,
     Close,
+    /// `CloseComplete` of a statement the proxy closed itself (hidden from the client).
+    CloseHidden(Arc<str>),
     /// `RowDescription` or `NoData` ends it (a `ParameterDescription` may come first).
     Describe,
     /// Rows, then `CommandComplete`, `EmptyQueryResponse` or `PortalSuspended`.
@@ -58,6 +60,8 @@ pub enum Event {
     ParseFailed(ParseTrack),
     /// A statement was prepared on the server: its text is valid in this pool.
     Parsed(ParseTrack),
+    /// A statement the proxy closed was not closed (an earlier error made the server skip it).
+    CloseSkipped(Arc<str>),
     /// The server entered COPY FROM STDIN: client Syncs are ignored until CopyDone/CopyFail.
     CopyIn,
     /// An error reached the client: session changes in flight will not commit.
@@ -126,7 +130,13 @@ impl Pending {
                 other => self.unexpected(tag, other),
             },
             b'2' => self.complete(tag, |e| matches!(e, Expect::Bind)),
-            b'3' => self.complete(tag, |e| matches!(e, Expect::Close)),
+            b'3' => {
+                if let Some(Expect::CloseHidden(_)) = self.queue.front() {
+                    self.queue.pop_front();
+                    return Action::Swallow;
+                }
+                self.complete(tag, |e| matches!(e, Expect::Close))
+            }
             b'n' => self.complete(tag, |e| matches!(e, Expect::Describe)),
             b'T' => {
                 if matches!(self.queue.front(), Some(Expect::Describe)) {
@@ -187,39 +197,52 @@ impl Pending {
             return Action::Forward;
         }
         let mut action = Action::Forward;
-        if let Some(Expect::Parse {
-            track: Some(track), ..
-        }) = self.queue.pop_front()
-        {
-            if track.rename_error {
-                action = Action::Replace(rename_in_error(body, &track));
+        match self.queue.pop_front() {
+            Some(Expect::Parse {
+                track: Some(track), ..
+            }) => {
+                if track.rename_error {
+                    action = Action::Replace(rename_in_error(body, &track));
+                }
+                events.push(Event::ParseFailed(track));
             }
-            events.push(Event::ParseFailed(track));
+            Some(Expect::CloseHidden(name)) => events.push(Event::CloseSkipped(name)),
+            _ => {}
         }
         while let Some(front) = self.queue.front() {
             if matches!(front, Expect::UntilReady) {
                 break;
             }
-            if let Some(Expect::Parse {
-                track: Some(track), ..
-            }) = self.queue.pop_front()
-            {
-                events.push(Event::ParseFailed(track));
+            match self.queue.pop_front() {
+                Some(Expect::Parse {
+                    track: Some(track), ..
+                }) => events.push(Event::ParseFailed(track)),
+                Some(Expect::CloseHidden(name)) => events.push(Event::CloseSkipped(name)),
+                _ => {}
             }
         }
         action
     }
 }
 
-/// The error frame with the server-side statement name replaced by the client's.
+/// The error frame with the server-side statement name replaced by the client's. Bytes, not text:
+/// the message is in the client's encoding, and so is its name.
 fn rename_in_error(body: &[u8], track: &ParseTrack) -> BytesMut {
     let client_name = track.client_name.as_deref().unwrap_or_default();
-    let text = String::from_utf8_lossy(body).replace(
-        &*track.statement.server_name,
-        &String::from_utf8_lossy(client_name),
-    );
+    let server_name = track.statement.server_name.as_bytes();
+    let mut text = Vec::with_capacity(body.len() + client_name.len());
+    let mut at = 0;
+    while at < body.len() {
+        if body[at..].starts_with(server_name) {
+            text.extend_from_slice(client_name);
+            at += server_name.len();
+        } else {
+            text.push(body[at]);
+            at += 1;
+        }
+    }
     let mut out = BytesMut::with_capacity(text.len() + codec::HEADER_LEN);
-    codec::put_frame(&mut out, b'E', text.as_bytes());
+    codec::put_frame(&mut out, b'E', &text);
     out
 }
 
@@ -289,6 +312,26 @@ mod tests {
         );
         p.push(Expect::UntilReady);
         frames(&mut p, b"CZ");
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn hidden_close_is_swallowed_and_reported() {
+        let mut p = Pending::default();
+        p.push(Expect::CloseHidden(Arc::from("pgscale_1_2")));
+        p.push(Expect::Synthetic(Bytes::from_static(b"3")));
+        let (actions, _, out) = frames(&mut p, b"3");
+        assert_eq!(actions[0], Action::Swallow);
+        assert_eq!(&out[..], b"3");
+        assert!(p.is_empty());
+        // Skipped after an error: reported, so the proxy knows the statement is still there.
+        p.push(Expect::Bind);
+        p.push(Expect::CloseHidden(Arc::from("pgscale_1_3")));
+        p.push(Expect::UntilReady);
+        let (_, events, _) = frames(&mut p, b"EZ");
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::CloseSkipped(name) if &**name == "pgscale_1_3")));
         assert!(p.is_empty());
     }
 

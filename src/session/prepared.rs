@@ -1,8 +1,12 @@
-//! Named prepared statements under transaction pooling: a client's statement names map to server-side
-//! names shared by every client that prepares the same text, so each server connection prepares a
-//! statement once and no two clients' names clash.
+//! Named prepared statements under transaction pooling: each client `Parse` gets a server-side name
+//! of its own, `pgscale_<client>_<n>`, prepared on whichever server connection the client uses it on.
+//! Names are never shared between clients or between two `Parse`s: a fresh `Parse` is parsed afresh
+//! on the server (after a schema change it sees the new shape, as on a direct connection), and no
+//! client can run, replace or be broken by another client's statement. What is shared, by text, is
+//! only the proxy's own work: routing plan, session changes, and whether the text parsed (which lets
+//! a `Parse` be answered before a server connection is free).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -12,36 +16,53 @@ use dashmap::DashMap;
 use crate::protocol::codec;
 use crate::router::cache::PlanCache;
 use crate::router::plan::Plan;
-use crate::router::session_ops::{session_ops, SessionOp};
+use crate::router::session_ops::{session_ops, split_statements, SessionOp};
 
-/// Past this many distinct statements the registry starts afresh (clients keep theirs alive).
+/// Past this many distinct texts the registry starts afresh (clients keep theirs alive).
 const MAX_REGISTRY_ENTRIES: usize = 100_000;
 
-/// One distinct statement (text + parameter types), as the servers know it.
+/// What the proxy knows about one statement text (with parameter types), shared by every client.
+#[derive(Debug)]
+pub struct StatementText {
+    /// Names the text in a pool's set of texts known to parse.
+    pub id: Arc<str>,
+    pub ops: Vec<SessionOp>,
+    pub plan: Arc<Plan>,
+    pub sql: Arc<str>,
+}
+
+/// One client's named statement, as the servers know it.
 #[derive(Debug)]
 pub struct PreparedStatement {
-    /// `pgscale_<n>`: the name on every server connection.
+    /// `pgscale_<client>_<n>`: its name on every server connection it is prepared on.
     pub server_name: Arc<str>,
     /// A complete `Parse` frame under `server_name`, ready to send.
     pub parse_frame: Bytes,
     /// Session changes the statement makes when executed (`SET` prepared by a driver).
     pub ops: Vec<SessionOp>,
-    /// Where it may run (classified once, at its first `Parse`, reused at every `Bind`).
+    /// Where it may run (classified once per text, reused at every `Bind`).
     pub plan: Arc<Plan>,
     /// The text, for shard keys written as literals (read at each `Bind`).
     pub sql: Arc<str>,
+    /// The shared text's id (see [`StatementText::id`]).
+    pub text_id: Arc<str>,
 }
 
-/// All statements prepared through this proxy, keyed by text and parameter types.
+/// The server-name prefix of `owner`'s statements.
+pub fn owner_prefix(owner: u64) -> String {
+    format!("pgscale_{owner}_")
+}
+
+/// All statement texts prepared through this proxy, keyed by text and parameter types.
 #[derive(Default)]
 pub struct StatementRegistry {
-    by_body: DashMap<Bytes, Arc<PreparedStatement>>,
+    by_body: DashMap<Bytes, Arc<StatementText>>,
     next_id: AtomicU64,
 }
 
 impl StatementRegistry {
-    /// The shared statement for a `Parse` body whose name has been stripped (`rest` = query + types).
-    pub fn intern(&self, rest: &[u8], query: &str, plans: &PlanCache) -> Arc<PreparedStatement> {
+    /// The shared facts of a `Parse` body whose name has been stripped (`rest` = query + types).
+    pub fn text(&self, rest: &[u8], query: &str, plans: &PlanCache) -> Arc<StatementText> {
         if let Some(found) = self.by_body.get(rest) {
             return found.clone();
         }
@@ -53,21 +74,50 @@ impl StatementRegistry {
             .entry(key)
             .or_insert_with(|| {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let server_name: Arc<str> = Arc::from(format!("pgscale_{id}"));
-                let mut frame = BytesMut::with_capacity(rest.len() + server_name.len() + 6);
-                let at = codec::begin(&mut frame, b'P');
-                codec::put_cstr(&mut frame, server_name.as_bytes());
-                frame.put_slice(rest);
-                codec::finish(&mut frame, at);
-                Arc::new(PreparedStatement {
-                    server_name,
-                    parse_frame: frame.freeze(),
+                Arc::new(StatementText {
+                    id: Arc::from(format!("t{id}")),
                     ops: session_ops(query),
                     plan: plans.plan(query),
                     sql: Arc::from(query),
                 })
             })
             .clone()
+    }
+
+    /// A new statement of `owner` for `text` (`rest` as in [`StatementRegistry::text`]).
+    pub fn statement(
+        &self,
+        text: &StatementText,
+        rest: &[u8],
+        owner: u64,
+    ) -> Arc<PreparedStatement> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let server_name: Arc<str> = Arc::from(format!("{}{n}", owner_prefix(owner)));
+        let mut frame = BytesMut::with_capacity(rest.len() + server_name.len() + 6);
+        let at = codec::begin(&mut frame, b'P');
+        codec::put_cstr(&mut frame, server_name.as_bytes());
+        frame.put_slice(rest);
+        codec::finish(&mut frame, at);
+        Arc::new(PreparedStatement {
+            server_name,
+            parse_frame: frame.freeze(),
+            ops: text.ops.clone(),
+            plan: text.plan.clone(),
+            sql: text.sql.clone(),
+            text_id: text.id.clone(),
+        })
+    }
+
+    /// [`StatementRegistry::text`] then [`StatementRegistry::statement`].
+    pub fn prepare(
+        &self,
+        rest: &[u8],
+        query: &str,
+        plans: &PlanCache,
+        owner: u64,
+    ) -> Arc<PreparedStatement> {
+        let text = self.text(rest, query, plans);
+        self.statement(&text, rest, owner)
     }
 
     pub fn len(&self) -> usize {
@@ -79,13 +129,44 @@ impl StatementRegistry {
     }
 }
 
+/// Whether `sql` prepares a statement with SQL (`PREPARE name AS …`, not `PREPARE TRANSACTION`):
+/// server state the proxy cannot move, so the client keeps its server connection.
+pub fn sql_prepares(sql: &str) -> bool {
+    split_statements(sql).any(|statement| {
+        let mut words = statement
+            .split(|c: char| c.is_whitespace() || c == '(')
+            .filter(|w| !w.is_empty());
+        words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+            && !words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("transaction"))
+    })
+}
+
+/// Whether `sql` reads the `pg_prepared_statements` view (which lists a connection's statements).
+pub fn reads_prepared_statements(sql: &str) -> bool {
+    const VIEW: &[u8] = b"pg_prepared_statements";
+    sql.as_bytes()
+        .windows(VIEW.len())
+        .any(|w| w.eq_ignore_ascii_case(VIEW))
+}
+
 /// A client's own statement names.
 #[derive(Default)]
 pub struct ClientStatements {
     by_name: HashMap<Bytes, Arc<PreparedStatement>>,
+    /// The client prepared with SQL (`PREPARE`): its server connection stays with it.
+    pub holds_server: bool,
 }
 
 impl ClientStatements {
+    /// The server names of the client's statements.
+    pub fn server_names(&self) -> HashSet<&str> {
+        self.by_name.values().map(|s| &*s.server_name).collect()
+    }
+
     pub fn get(&self, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
         self.by_name.get(name)
     }
@@ -103,6 +184,10 @@ impl ClientStatements {
         {
             self.by_name.remove(name);
         }
+    }
+
+    pub fn take(&mut self, name: &[u8]) -> Option<Arc<PreparedStatement>> {
+        self.by_name.remove(name)
     }
 
     pub fn remove(&mut self, name: &[u8]) -> bool {
@@ -131,14 +216,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_text_shares_one_server_name() {
+    fn every_parse_gets_its_own_server_name_and_shares_the_text() {
         let registry = StatementRegistry::default();
         let plans = PlanCache::new(10);
-        let a = registry.intern(b"select $1\0\0\0", "select $1", &plans);
-        let b = registry.intern(b"select $1\0\0\0", "select $1", &plans);
-        let c = registry.intern(b"select 2\0\0\0", "select 2", &plans);
-        assert!(Arc::ptr_eq(&a, &b));
-        assert_ne!(a.server_name, c.server_name);
+        let a = registry.prepare(b"select $1\0\0\0", "select $1", &plans, 7);
+        let b = registry.prepare(b"select $1\0\0\0", "select $1", &plans, 7);
+        let c = registry.prepare(b"select $1\0\0\0", "select $1", &plans, 8);
+        assert_ne!(a.server_name, b.server_name);
+        assert!(a.server_name.starts_with(&owner_prefix(7)));
+        assert!(c.server_name.starts_with(&owner_prefix(8)));
+        assert!(!c.server_name.starts_with(&owner_prefix(7)));
+        assert_eq!(a.text_id, c.text_id);
+        assert!(Arc::ptr_eq(&a.plan, &c.plan));
         assert_eq!(&a.parse_frame[..1], b"P");
         let len = i32::from_be_bytes([
             a.parse_frame[1],
@@ -147,6 +236,19 @@ mod tests {
             a.parse_frame[4],
         ]);
         assert_eq!(len as usize + 1, a.parse_frame.len());
+    }
+
+    #[test]
+    fn finds_sql_prepare_and_the_view() {
+        assert!(sql_prepares("PREPARE q AS select 1"));
+        assert!(sql_prepares("select 1; prepare q(int) as select $1"));
+        assert!(sql_prepares("prepare q(int) as select $1"));
+        assert!(!sql_prepares("PREPARE TRANSACTION 'x'"));
+        assert!(!sql_prepares("select 'prepare q as x'"));
+        assert!(reads_prepared_statements(
+            "select * from PG_Prepared_Statements"
+        ));
+        assert!(!reads_prepared_statements("select 1"));
     }
 
     #[test]
@@ -167,8 +269,8 @@ mod tests {
         let registry = StatementRegistry::default();
         let plans = PlanCache::new(10);
         let mut mine = ClientStatements::default();
-        let a = registry.intern(b"a\0\0\0", "a", &plans);
-        let b = registry.intern(b"b\0\0\0", "b", &plans);
+        let a = registry.prepare(b"a\0\0\0", "a", &plans, 1);
+        let b = registry.prepare(b"b\0\0\0", "b", &plans, 1);
         mine.insert(b"s", b.clone());
         mine.remove_if(b"s", &a);
         assert!(mine.get(b"s").is_some());

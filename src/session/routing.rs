@@ -4,6 +4,7 @@
 //! everything else to the primary (the choice of server and the retry of a failed read are in
 //! `targets`; the choice of shard in `sharded`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -365,24 +366,26 @@ impl Session {
         let bad = |what: &str, e: codec::CodecError| format!("invalid {what} message: {e}");
         match tag {
             b'Q' => {
-                let sql = reader.cstr_utf8().map_err(|e| bad("Query", e))?;
-                let plan = self.route_sql(sql);
-                self.note_shards_of_query(&plan, sql);
+                let sql = reader.cstr_text().map_err(|e| bad("Query", e))?;
+                let plan = self.route_sql(&sql);
+                self.note_shards_of_query(&plan, &sql);
+                self.refuse_undecodable_sharded(&plan, matches!(sql, Cow::Owned(_)));
             }
             b'P' => {
                 let name = reader.cstr().map_err(|e| bad("Parse", e))?;
-                let sql = reader.cstr_utf8().map_err(|e| bad("Parse", e))?;
+                let sql = reader.cstr_text().map_err(|e| bad("Parse", e))?;
                 let named = !name.is_empty();
                 let types = Bytes::copy_from_slice(reader.remaining());
-                let plan = self.route_sql(sql);
+                let plan = self.route_sql(&sql);
+                self.refuse_undecodable_sharded(&plan, matches!(sql, Cow::Owned(_)));
                 if let Some(routing) = self.routing.as_deref_mut() {
                     if named {
                         routing.retryable = false;
                         routing
                             .unit_statements
-                            .push((name.to_vec(), plan, Arc::from(sql)));
+                            .push((name.to_vec(), plan, Arc::from(&*sql)));
                     } else {
-                        routing.unnamed_plan = Some((plan, Arc::from(sql), types));
+                        routing.unnamed_plan = Some((plan, Arc::from(&*sql), types));
                     }
                 }
             }

@@ -173,7 +173,10 @@ impl Session {
     /// A named statement parsed in a multi-shard unit is remembered for the client's later Binds
     /// (prepared on a server only when one needs it).
     fn remember_statement(&mut self, name: &[u8], rest: &[u8], sql: &str) {
-        let statement = self.shared.statements.intern(rest, sql, &self.shared.plans);
+        let statement =
+            self.shared
+                .statements
+                .prepare(rest, sql, &self.shared.plans, self.meter.client_id());
         self.statements.insert(name, statement);
     }
 

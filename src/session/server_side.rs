@@ -204,7 +204,11 @@ impl Session {
                         return self.server_lost(&e).await;
                     }
                 }
-                release = self.mode == PoolMode::Transaction && self.status == b'I' && !self.pinned;
+                // A client pinned to its server (LISTEN, temp tables, SQL PREPARE, …) keeps it.
+                release = self.mode == PoolMode::Transaction
+                    && self.status == b'I'
+                    && !self.pinned
+                    && !self.statements.holds_server;
             }
         }
         if pos > 0 || !out.is_empty() {
@@ -263,7 +267,12 @@ impl Session {
                     self.copy_in = false;
                 }
                 Event::CopyIn => self.copy_in = true,
-                Event::Parsed(track) => self.pool.mark_validated(&track.statement.server_name),
+                Event::Parsed(track) => self.pool.mark_validated(&track.statement.text_id),
+                Event::CloseSkipped(name) => {
+                    if let Some(server) = self.server.as_mut() {
+                        server.prepared.insert(name);
+                    }
+                }
                 Event::ParseFailed(track) => {
                     if let Some(server) = self.server.as_mut() {
                         server.prepared.remove(&track.statement.server_name);

@@ -106,6 +106,35 @@ impl Session {
         }
     }
 
+    /// Text that is not UTF-8 (a `client_encoding` other than UTF8) is classified from a lossy copy:
+    /// enough to tell reads from writes, not to read shard keys or rebuild statements for other
+    /// shards. Statements beyond unsharded tables are refused, clearly, rather than misrouted.
+    pub(super) fn refuse_undecodable_sharded(
+        &mut self,
+        plan: &crate::router::plan::Plan,
+        lossy: bool,
+    ) {
+        if !lossy || self.shared.sharding.is_none() {
+            return;
+        }
+        let Some(routing) = self.routing.as_deref_mut() else {
+            return;
+        };
+        let sharded = plan
+            .statements
+            .iter()
+            .any(|s| !matches!(s.shard, ShardPlan::Unsharded | ShardPlan::ReferenceRead));
+        if sharded {
+            routing.shard_fold.add(Need::Refuse(
+                "this statement's text is not valid UTF-8 (client_encoding is not UTF8) and it \
+                 uses sharded or reference tables, whose shard keys pgscale reads from the text; \
+                 send it as UTF-8 (client_encoding UTF8), or keep non-UTF-8 text to unsharded \
+                 tables"
+                    .to_string(),
+            ));
+        }
+    }
+
     /// Adds what a simple query's statements need to the unit's fold.
     pub(super) fn note_shards_of_query(&mut self, plan: &crate::router::plan::Plan, sql: &str) {
         let Some(sharding) = self.shared.sharding.clone() else {
