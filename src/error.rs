@@ -48,6 +48,9 @@ pub enum ClientError {
     /// A shard could not answer its part of a statement over several shards.
     #[error("a shard could not answer: {0}")]
     ShardUnavailable(String),
+    /// A statement over several shards needs more memory in the proxy than it may use.
+    #[error("{0}")]
+    FanoutTooLarge(String),
     #[error("prepared statement \"{name}\" does not exist")]
     UnknownPreparedStatement { name: String },
 }
@@ -72,6 +75,7 @@ impl ClientError {
             ClientError::UnknownPreparedStatement { .. } => "26000",
             ClientError::ShardRouting(_) => "0A000",
             ClientError::ShardUnavailable(_) => "08006",
+            ClientError::FanoutTooLarge(_) => "54000",
         }
     }
 
@@ -86,6 +90,7 @@ impl ClientError {
                 | ClientError::NoReplica { .. }
                 | ClientError::ShardRouting(_)
                 | ClientError::ShardUnavailable(_)
+                | ClientError::FanoutTooLarge(_)
         )
     }
 

@@ -165,10 +165,21 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         old.shard_names() != new.shard_names(),
         "the shard list decides which keys each shard owns; use `pgscale reshard`",
     );
+    let rules = |s: &crate::config::ShardingConfig| {
+        toml_of(&crate::config::ShardingConfig {
+            fanout_memory_budget_bytes: 0,
+            ..s.clone()
+        })
+    };
     check(
         "sharding",
-        toml_of(&old.sharding) != toml_of(&new.sharding),
+        rules(&old.sharding) != rules(&new.sharding),
         "sharding rules decide where rows live; use `pgscale reshard`",
+    );
+    check(
+        "sharding.fanout_memory_budget_bytes",
+        old.sharding.fanout_memory_budget_bytes != new.sharding.fanout_memory_budget_bytes,
+        "the budget is set at start",
     );
     check(
         "routing.plan_cache_size / write_functions / volatile_functions_are_writes",

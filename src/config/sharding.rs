@@ -29,6 +29,10 @@ pub struct ShardingConfig {
     /// Tables with a full copy on every shard: reads go to any one shard.
     pub reference_tables: Vec<String>,
     pub tables: Vec<ShardedTableConfig>,
+    /// Bytes that all fan-out reads together may hold in the proxy (merges, shard buffers); a read
+    /// that needs more is refused with SQLSTATE 54000. Rows stream, so this bounds mostly
+    /// aggregations with many groups and very wide rows.
+    pub fanout_memory_budget_bytes: usize,
 }
 
 impl Default for ShardingConfig {
@@ -40,9 +44,13 @@ impl Default for ShardingConfig {
             allow_broadcast_writes: false,
             reference_tables: Vec::new(),
             tables: Vec::new(),
+            fanout_memory_budget_bytes: crate::sharding::budget::DEFAULT_BYTES,
         }
     }
 }
+
+/// The least fan-out budget: a few shards' read buffers and a batch of rows to the client.
+const MIN_FANOUT_BUDGET: usize = 64 << 10;
 
 /// `[[sharding.tables]]`: a table whose rows live on the shard owning their `column` value.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -160,6 +168,12 @@ impl Config {
             } else {
                 first_index.insert(name, i);
             }
+        }
+        if self.sharding.fanout_memory_budget_bytes < MIN_FANOUT_BUDGET {
+            add(
+                "sharding.fanout_memory_budget_bytes".into(),
+                format!("must be at least {MIN_FANOUT_BUDGET} (a fan-out read's buffers)"),
+            );
         }
         // The ring's own checks decide which vnode counts work; name problems are reported above.
         if let Err(e @ (RingError::NoVnodes | RingError::TooManyPoints { .. })) = self.ring() {

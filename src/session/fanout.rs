@@ -1,6 +1,8 @@
 //! Running one request on several shards at once: a server connection per shard (checked out,
-//! brought to the client's settings), the same kind of batch sent to each, and each shard's whole
-//! answer collected. What to make of the answers is the caller's business (`scatter`).
+//! brought to the client's settings), the same kind of batch sent to each, and either each shard's
+//! whole answer collected ([`run_all`], for writes, whose answers are small) or the connections
+//! handed over to be read as rows are needed ([`start_all`], for reads: `fanout_read`). What to
+//! make of the answers is the caller's business (`scatter`).
 
 use std::sync::Arc;
 
@@ -32,8 +34,6 @@ pub(super) struct ShardReply {
     pub error: Option<BytesMut>,
     /// Transaction status from the final `ReadyForQuery`.
     pub status: u8,
-    /// Whether the database orders text bytewise, when the call asked.
-    pub bytewise_text: Option<bool>,
 }
 
 impl ShardReply {
@@ -60,7 +60,7 @@ pub(super) enum ShardFailure {
         backend: String,
         source: ServerError,
     },
-    #[error("shard {shard} ({backend}) sent more than {MAX_SHARD_RESULT_BYTES} bytes of rows; add a LIMIT or the shard key")]
+    #[error("shard {shard} ({backend}) sent more than {MAX_SHARD_RESULT_BYTES} bytes of rows; add the shard key to WHERE or a LIMIT")]
     TooLarge { shard: usize, backend: String },
 }
 
@@ -90,26 +90,55 @@ async fn run_one(
     call: ShardCall,
     params: &ClientParams,
 ) -> Result<(PooledConn, ShardReply), ShardFailure> {
-    let backend = call.pool.key.addr.to_string();
+    let (mut conn, _) = start(&call, params).await?;
+    let reply = match exchange(&mut conn, call.shard, call.readies).await {
+        Ok(reply) => reply,
+        Err(Exchange::Server(e)) => return Err(server_failure(&conn, call.shard, e)),
+        Err(Exchange::TooLarge) => {
+            return Err(ShardFailure::TooLarge {
+                shard: call.shard,
+                backend: call.pool.key.addr.to_string(),
+            })
+        }
+    };
+    Ok((conn, reply))
+}
+
+/// Starts each call on its shard at once: the shards work while the caller reads their answers
+/// as it needs them. Each connection that started is returned with its collation probe's answer.
+pub(super) async fn start_all(
+    calls: &[ShardCall],
+    params: &ClientParams,
+) -> Vec<Result<(PooledConn, Option<bool>), ShardFailure>> {
+    let futures = calls.iter().map(|call| start(call, params));
+    futures_util::future::join_all(futures).await
+}
+
+/// Checks out a connection for `call`, brings it to the client's settings, probes the collation
+/// when asked and sends the call's frames.
+async fn start(
+    call: &ShardCall,
+    params: &ClientParams,
+) -> Result<(PooledConn, Option<bool>), ShardFailure> {
     let mut conn =
         Box::pin(call.pool.checkout())
             .await
             .map_err(|source| ShardFailure::Checkout {
                 shard: call.shard,
-                backend: backend.clone(),
+                backend: call.pool.key.addr.to_string(),
                 source,
             })?;
-    let failed = |source: ServerError| ShardFailure::Server {
-        shard: call.shard,
-        backend: backend.clone(),
-        source,
-    };
     if let Some(sql) = params.sync_sql(&conn.applied) {
-        conn.run_hidden(&sql).await.map_err(failed)?;
+        if let Err(e) = conn.run_hidden(&sql).await {
+            return Err(server_failure(&conn, call.shard, e));
+        }
         params.mark_applied(&mut conn.applied);
     }
     let bytewise_text = if call.probe_collation {
-        let rows = query_rows(&mut conn, BYTEWISE_SQL).await.map_err(failed)?;
+        let rows = match query_rows(&mut conn, BYTEWISE_SQL).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(server_failure(&conn, call.shard, e)),
+        };
         Some(
             rows.first()
                 .and_then(|r| r.first())
@@ -121,25 +150,22 @@ async fn run_one(
     } else {
         None
     };
-    let reply = match exchange(&mut conn, call.shard, &call.frames, call.readies).await {
-        Ok(reply) => ShardReply {
-            bytewise_text,
-            ..reply
-        },
-        Err(Exchange::Server(e)) => {
-            if matches!(e, ServerError::Io { .. } | ServerError::Closed { .. }) {
-                conn.pool().backend().record_failure(FailureKind::Broken);
-            }
-            return Err(failed(e));
-        }
-        Err(Exchange::TooLarge) => {
-            return Err(ShardFailure::TooLarge {
-                shard: call.shard,
-                backend,
-            })
-        }
-    };
-    Ok((conn, reply))
+    if let Err(e) = conn.send(&call.frames).await {
+        return Err(server_failure(&conn, call.shard, e));
+    }
+    Ok((conn, bytewise_text))
+}
+
+/// A shard's server error; a broken connection counts against its backend's breaker.
+pub(super) fn server_failure(conn: &PooledConn, shard: usize, source: ServerError) -> ShardFailure {
+    if matches!(source, ServerError::Io { .. } | ServerError::Closed { .. }) {
+        conn.pool().backend().record_failure(FailureKind::Broken);
+    }
+    ShardFailure::Server {
+        shard,
+        backend: conn.pool().key.addr.to_string(),
+        source,
+    }
 }
 
 /// Whether the current database's default collation sorts text by bytes.
@@ -151,15 +177,13 @@ enum Exchange {
     TooLarge,
 }
 
-/// Sends `frames` and reads up to the `ReadyForQuery` that ends them.
+/// Reads up to the `ReadyForQuery` that ends the frames sent.
 async fn exchange(
     conn: &mut PooledConn,
     shard: usize,
-    frames: &[u8],
     readies: usize,
 ) -> Result<ShardReply, Exchange> {
     let mut readies = readies.max(1);
-    conn.send(frames).await.map_err(Exchange::Server)?;
     let mut buf = BytesMut::with_capacity(8192);
     let mut reply = ShardReply {
         shard,

@@ -9,6 +9,7 @@ mod atomic_writes;
 mod client_side;
 mod copy_split;
 mod fanout;
+mod fanout_read;
 pub mod functions;
 mod lifecycle;
 mod meter;
@@ -173,12 +174,15 @@ fn sharding_of(config: &Config) -> Result<Option<Arc<Sharding>>, String> {
         return Ok(None);
     }
     let ring = config.ring().map_err(|e| format!("sharding: {e}"))?;
-    Ok(Some(Arc::new(Sharding::new(
-        ring,
-        Arc::new(config.sharding_rules()),
-        config.default_shard_index(),
-        config.sharding.allow_broadcast_writes,
-    ))))
+    Ok(Some(Arc::new(
+        Sharding::new(
+            ring,
+            Arc::new(config.sharding_rules()),
+            config.default_shard_index(),
+            config.sharding.allow_broadcast_writes,
+        )
+        .with_fanout_budget(config.sharding.fanout_memory_budget_bytes),
+    )))
 }
 
 /// How a session ended (for the log line).

@@ -14,7 +14,6 @@ use crate::error::ClientError;
 use crate::pool::{Pool, PooledConn};
 use crate::protocol::codec::{self, BodyReader};
 use crate::router::plan::Decision;
-use crate::sharding::merge::{self, MergeSettings, ShardRows, TextOrder};
 use crate::sharding::unit::Need;
 
 /// The client's request, as one statement (the unit held one executed statement).
@@ -28,7 +27,7 @@ pub(super) struct Request {
     messages: Vec<(u8, u8)>,
     /// The client's frames (for refusals).
     frames: Bytes,
-    describe_statement: bool,
+    pub(super) describe_statement: bool,
 }
 
 impl Session {
@@ -42,9 +41,31 @@ impl Session {
         let result = match need {
             Need::Scatter => self.scatter_read(&request, None).await,
             Need::ReadShards(shards) => self.scatter_read(&request, Some(shards)).await,
-            Need::Broadcast { ddl } => self.broadcast(&request, ddl).await,
-            Need::SplitInsert { row_shards } => self.split_insert(&request, &row_shards).await,
-            Need::ReferenceWrite => self.reference_write(&request).await,
+            other => self
+                .run_other(&request, other)
+                .await
+                .map(|()| Flow::Continue),
+        };
+        if !is_copy {
+            self.request_done(Some(crate::stats::Route::Fanout), b'I', false);
+        }
+        match result {
+            Ok(flow) => flow,
+            Err(error) => {
+                let mut out = BytesMut::new();
+                error.write_as_error(&mut out);
+                self.refuse_with_frame(&out, &frames);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// A multi-shard statement other than a read.
+    async fn run_other(&mut self, request: &Request, need: Need) -> Result<(), ClientError> {
+        match need {
+            Need::Broadcast { ddl } => self.broadcast(request, ddl).await,
+            Need::SplitInsert { row_shards } => self.split_insert(request, &row_shards).await,
+            Need::ReferenceWrite => self.reference_write(request).await,
             Need::CopyIn {
                 key_type,
                 column_index,
@@ -53,20 +74,10 @@ impl Session {
                 self.start_copy_split(&request.sql, &before, key_type, column_index)
                     .await
             }
-            Need::Any | Need::Shard(_) | Need::Refuse(_) => Err(ClientError::ShardRouting(
-                "not a multi-shard statement".to_string(),
-            )),
-        };
-        if !is_copy {
-            self.request_done(Some(crate::stats::Route::Fanout), b'I', false);
-        }
-        match result {
-            Ok(()) => Flow::Continue,
-            Err(error) => {
-                let mut out = BytesMut::new();
-                error.write_as_error(&mut out);
-                self.refuse_with_frame(&out, &frames);
-                Flow::Continue
+            Need::Any | Need::Shard(_) | Need::Refuse(_) | Need::Scatter | Need::ReadShards(_) => {
+                Err(ClientError::ShardRouting(
+                    "not a multi-shard statement".to_string(),
+                ))
             }
         }
     }
@@ -186,7 +197,7 @@ impl Session {
     }
 
     /// This client's pool for a read on `shard` (a replica when read/write splitting allows).
-    fn read_pool(&mut self, shard: usize) -> Result<Arc<Pool>, ClientError> {
+    pub(super) fn read_pool(&mut self, shard: usize) -> Result<Arc<Pool>, ClientError> {
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.shard = shard;
         }
@@ -237,92 +248,12 @@ impl Session {
             let statuses: Vec<u8> = replies.iter().map(|r| r.status).collect();
             fanout::release_all(conns, &statuses);
             tracing::warn!(%failure, "a shard failed during a multi-shard statement");
+            if let ShardFailure::TooLarge { .. } = failure {
+                return Err(ClientError::FanoutTooLarge(failure.to_string()));
+            }
             return Err(ClientError::ShardUnavailable(failure.to_string()));
         }
         Ok((conns, replies))
-    }
-
-    /// A read over several shards, merged.
-    async fn scatter_read(
-        &mut self,
-        request: &Request,
-        only: Option<Vec<usize>>,
-    ) -> Result<(), ClientError> {
-        let plan = self
-            .shared
-            .scatter_plans
-            .get(&request.sql)
-            .map_err(|e| ClientError::ShardRouting(e.to_string()))?;
-        let shards = only.unwrap_or_else(|| (0..self.shard_count()).collect());
-        let frames = match &request.extended {
-            Some((types, tail)) => {
-                let tail = shard_result_formats(tail, |client| plan.shard_result_formats(client))
-                    .map_err(ClientError::ShardRouting)?;
-                fanout::extended_frames(plan.shard_sql(), types, request.describe_statement, &tail)
-            }
-            None => fanout::simple_frames(plan.shard_sql()),
-        };
-        let database = self.pool.key.database.clone();
-        let known_bytewise = self.shared.bytewise_text.get(&database).map(|b| *b);
-        let mut calls = Vec::with_capacity(shards.len());
-        for (i, shard) in shards.into_iter().enumerate() {
-            calls.push(ShardCall {
-                shard,
-                pool: self.read_pool(shard)?,
-                frames: frames.clone(),
-                probe_collation: i == 0 && known_bytewise.is_none(),
-                readies: 1,
-            });
-        }
-        let (conns, replies) = self.run_calls(calls).await?;
-        let statuses: Vec<u8> = replies.iter().map(|r| r.status).collect();
-        fanout::release_all(conns, &statuses);
-        if let Some(error) = replies.iter().find_map(|r| r.error.clone()) {
-            self.answer_error(&error, request);
-            return Ok(());
-        }
-        let bytewise = match replies.iter().find_map(|r| r.bytewise_text) {
-            Some(learnt) => {
-                self.shared.bytewise_text.insert(database, learnt);
-                learnt
-            }
-            None => known_bytewise.unwrap_or(false),
-        };
-        let settings = MergeSettings {
-            text_order: if bytewise {
-                TextOrder::Bytewise
-            } else {
-                TextOrder::Collated
-            },
-            extra_float_digits: self.params.extra_float_digits(),
-        };
-        let mut shard_rows = Vec::with_capacity(replies.len());
-        let mut param_desc = None;
-        for reply in replies {
-            let Some(desc) = reply.row_desc else {
-                return Err(ClientError::ShardRouting(
-                    "a shard returned no rows description for a multi-shard read".to_string(),
-                ));
-            };
-            let columns = merge::parse_row_description(&desc)
-                .map_err(|e| ClientError::ShardRouting(e.to_string()))?;
-            param_desc = param_desc.or(reply.param_desc);
-            shard_rows.push(ShardRows {
-                columns,
-                rows: reply.rows,
-            });
-        }
-        let merged = merge::merge(&plan, shard_rows, &settings)
-            .map_err(|e| ClientError::ShardRouting(e.to_string()))?;
-        let row_desc = merge::row_description_frame(&merged.columns);
-        let count = merged.rows.len();
-        let mut rows = BytesMut::new();
-        for row in merged.rows {
-            rows.extend_from_slice(&row);
-        }
-        let tag = merge::command_tag(count as u64);
-        self.answer(request, param_desc, Some(&row_desc), &rows, &tag);
-        Ok(())
     }
 
     /// The same statement on every shard's primary.
@@ -411,13 +342,23 @@ impl Session {
         rows: &[u8],
         tag: &str,
     ) {
+        self.answer_head(request, param_desc, row_desc);
+        self.to_client.extend_from_slice(rows);
+        self.answer_tail(request, tag);
+    }
+
+    /// What goes before the rows: the answers up to the Execute (or a simple query's
+    /// RowDescription). False when the request executes nothing (no rows are to be sent).
+    pub(super) fn answer_head(
+        &mut self,
+        request: &Request,
+        param_desc: Option<Bytes>,
+        row_desc: Option<&[u8]>,
+    ) -> bool {
         let out = &mut self.to_client;
         if request.extended.is_none() {
             out.extend_from_slice(row_desc.unwrap_or_default());
-            out.extend_from_slice(rows);
-            codec::command_complete(out, tag);
-            codec::ready_for_query(out, b'I');
-            return;
+            return true;
         }
         for &(message, kind) in &request.messages {
             match message {
@@ -432,10 +373,29 @@ impl Session {
                         None => codec::put_frame(out, b'n', b""),
                     }
                 }
-                b'E' => {
-                    out.extend_from_slice(rows);
-                    codec::command_complete(out, tag);
-                }
+                b'E' => return true,
+                b'C' => codec::put_frame(out, b'3', b""),
+                b'S' => codec::ready_for_query(out, b'I'),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// What goes after the rows: the Execute's CommandComplete and the answers after it.
+    pub(super) fn answer_tail(&mut self, request: &Request, tag: &str) {
+        let out = &mut self.to_client;
+        if request.extended.is_none() {
+            codec::command_complete(out, tag);
+            codec::ready_for_query(out, b'I');
+            return;
+        }
+        let Some(at) = request.messages.iter().position(|(m, _)| *m == b'E') else {
+            return;
+        };
+        codec::command_complete(out, tag);
+        for &(message, _) in &request.messages[at + 1..] {
+            match message {
                 b'C' => codec::put_frame(out, b'3', b""),
                 b'S' => codec::ready_for_query(out, b'I'),
                 _ => {}
@@ -464,7 +424,10 @@ fn statement_types(parse_frame: &[u8]) -> Bytes {
 }
 
 /// The Bind tail (after the statement name) with its result formats replaced by `f(client's)`.
-fn shard_result_formats(tail: &[u8], f: impl Fn(&[i16]) -> Vec<i16>) -> Result<Bytes, String> {
+pub(super) fn shard_result_formats(
+    tail: &[u8],
+    f: impl Fn(&[i16]) -> Vec<i16>,
+) -> Result<Bytes, String> {
     let bad = || "invalid Bind message".to_string();
     let mut reader = BodyReader::new(tail);
     let n = usize::try_from(reader.i16().map_err(|_| bad())?).map_err(|_| bad())?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::budget::MemoryBudget;
 use super::ring::Ring;
 use super::rules::Rules;
 
@@ -17,6 +18,8 @@ pub struct Sharding {
     pub default_shard: usize,
     /// Key-less UPDATE/DELETE of sharded tables run on every shard instead of being refused.
     pub allow_broadcast_writes: bool,
+    /// What every fan-out read together may hold (`sharding.fanout_memory_budget_bytes`).
+    pub fanout_budget: Arc<MemoryBudget>,
 }
 
 impl Sharding {
@@ -31,7 +34,14 @@ impl Sharding {
             rules,
             default_shard,
             allow_broadcast_writes,
+            fanout_budget: MemoryBudget::new(super::budget::DEFAULT_BYTES),
         }
+    }
+
+    /// The same with a fan-out memory budget of `bytes`.
+    pub fn with_fanout_budget(mut self, bytes: usize) -> Sharding {
+        self.fanout_budget = MemoryBudget::new(bytes);
+        self
     }
 
     /// The current ring (a cheap snapshot: one routing decision uses one ring throughout).

@@ -21,6 +21,7 @@
 //! - [`resolve`]: per execution, the shards those positions name in this text and Bind message.
 //! - [`split`]: a multi-row INSERT (simple protocol) as one INSERT per shard.
 
+pub mod budget;
 pub mod copy_split;
 pub mod extract;
 mod key;

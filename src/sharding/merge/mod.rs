@@ -12,7 +12,9 @@
 //! - `wire`: RowDescription and DataRow bodies in, frames out.
 //! - `values` (with `numeric`, `float`, `datetime`): decoding the few types sorting and
 //!   aggregation need, by type OID and format, and encoding aggregate results as Postgres would.
-//! - `aggregate`: per-group accumulators; `merge`: concatenation, k-way merge, hash aggregation.
+//! - `aggregate`: per-group accumulators; `stream`: the merge fed row by row (concatenation, k-way
+//!   merge, hash aggregation), holding only what the answer needs; `merge`: the same over whole
+//!   results, and the sort keys both use.
 
 mod aggregate;
 mod analyze;
@@ -24,6 +26,7 @@ mod merge;
 mod numeric;
 mod plan;
 mod rewrite;
+mod stream;
 mod values;
 mod wire;
 
@@ -34,4 +37,5 @@ pub use analyze::plan_scatter;
 pub use error::{MergeError, Unmergeable};
 pub use merge::{merge, MergeSettings, Merged, ShardRows, TextOrder};
 pub use plan::ScatterPlan;
+pub use stream::{Step, StreamMerge, Want};
 pub use wire::{command_tag, parse_row_description, row_description_frame, Column, Format};

@@ -174,9 +174,13 @@ pub(super) fn fields(body: &Bytes) -> Result<Vec<Option<Bytes>>, MergeError> {
     Ok(out)
 }
 
-/// A DataRow frame of the first `keep` values of a DataRow body: the hidden trailing columns are
-/// cut off without decoding anything.
-pub(super) fn prefix_frame(body: &[u8], keep: usize) -> Result<BytesMut, MergeError> {
+/// Appends a DataRow frame of the first `keep` values of a DataRow body: the hidden trailing
+/// columns are cut off without decoding anything.
+pub(super) fn put_prefix_frame(
+    out: &mut BytesMut,
+    body: &[u8],
+    keep: usize,
+) -> Result<(), MergeError> {
     let mut r = Reader {
         rest: body,
         what: "DataRow",
@@ -192,12 +196,12 @@ pub(super) fn prefix_frame(body: &[u8], keep: usize) -> Result<BytesMut, MergeEr
         }
     }
     let end = body.len() - r.rest.len();
-    let mut out = BytesMut::with_capacity(end + 5);
+    out.reserve(end + 5);
     out.put_u8(b'D');
     out.put_i32(end as i32 + 4);
     out.put_i16(keep as i16);
     out.put_slice(&body[2..end]);
-    Ok(out)
+    Ok(())
 }
 
 /// A DataRow frame of `values` (`None` = NULL).

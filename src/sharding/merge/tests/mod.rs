@@ -5,6 +5,7 @@ mod aggregates;
 mod plan;
 mod property;
 mod rows;
+mod stream;
 mod values;
 
 use bytes::{BufMut, Bytes, BytesMut};
