@@ -29,6 +29,8 @@ pub struct StatementText {
     pub ops: Vec<SessionOp>,
     pub plan: Arc<Plan>,
     pub sql: Arc<str>,
+    /// It reads `pg_prepared_statements` (see [`reads_prepared_statements`]).
+    pub lists_statements: bool,
 }
 
 /// One client's named statement, as the servers know it.
@@ -46,6 +48,8 @@ pub struct PreparedStatement {
     pub sql: Arc<str>,
     /// The shared text's id (see [`StatementText::id`]).
     pub text_id: Arc<str>,
+    /// Binding it first closes other clients' statements on the server (it lists them).
+    pub lists_statements: bool,
 }
 
 /// The server-name prefix of `owner`'s statements.
@@ -79,6 +83,7 @@ impl StatementRegistry {
                     ops: session_ops(query),
                     plan: plans.plan(query),
                     sql: Arc::from(query),
+                    lists_statements: reads_prepared_statements(query),
                 })
             })
             .clone()
@@ -105,6 +110,7 @@ impl StatementRegistry {
             plan: text.plan.clone(),
             sql: text.sql.clone(),
             text_id: text.id.clone(),
+            lists_statements: text.lists_statements,
         })
     }
 
