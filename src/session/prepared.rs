@@ -138,25 +138,38 @@ impl StatementRegistry {
 /// Whether `sql` prepares a statement with SQL (`PREPARE name AS …`, not `PREPARE TRANSACTION`):
 /// server state the proxy cannot move, so the client keeps its server connection.
 pub fn sql_prepares(sql: &str) -> bool {
-    split_statements(sql).any(|statement| {
-        let mut words = statement
-            .split(|c: char| c.is_whitespace() || c == '(')
-            .filter(|w| !w.is_empty());
-        words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
-            && !words
+    // Runs on every query: the cheap look first.
+    contains_ignore_case(sql.as_bytes(), b"prepare")
+        && split_statements(sql).any(|statement| {
+            let mut words = statement
+                .split(|c: char| c.is_whitespace() || c == '(')
+                .filter(|w| !w.is_empty());
+            words
                 .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("transaction"))
-    })
+                .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+                && !words
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("transaction"))
+        })
 }
 
 /// Whether `sql` reads the `pg_prepared_statements` view (which lists a connection's statements).
 pub fn reads_prepared_statements(sql: &str) -> bool {
-    const VIEW: &[u8] = b"pg_prepared_statements";
-    sql.as_bytes()
-        .windows(VIEW.len())
-        .any(|w| w.eq_ignore_ascii_case(VIEW))
+    contains_ignore_case(sql.as_bytes(), b"pg_prepared_statements")
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), in any case.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    hay.iter().enumerate().any(|(at, b)| {
+        (*b == first || *b == upper)
+            && hay
+                .get(at..at + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// A client's own statement names.
