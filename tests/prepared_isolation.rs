@@ -149,12 +149,13 @@ async fn pg_prepared_statements_never_shows_another_clients_text() {
         .await
         .expect("prepare");
     within("query", b.query(&mine, &[])).await.expect("query");
-    let rows = within(
-        "view",
-        b.query("select statement from pg_prepared_statements", &[]),
+    let view = within(
+        "prepare view",
+        b.prepare("select statement from pg_prepared_statements"),
     )
     .await
-    .expect("view");
+    .expect("prepare view");
+    let rows = within("view", b.query(&view, &[])).await.expect("view");
     let texts: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert!(
         !texts.iter().any(|t| t.contains("secret of a")),
@@ -163,6 +164,17 @@ async fn pg_prepared_statements_never_shows_another_clients_text() {
     assert!(
         texts.iter().any(|t| t.contains("mine of b")),
         "b's own statement is listed: {texts:?}"
+    );
+    // a prepares more after b prepared its look; b's prepared look still shows only b's.
+    let second = within("prepare", a.prepare("select 'second secret of a'::text"))
+        .await
+        .expect("prepare");
+    within("query", a.query(&second, &[])).await.expect("query");
+    let rows = within("view", b.query(&view, &[])).await.expect("view");
+    let texts: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        !texts.iter().any(|t| t.contains("secret of a")),
+        "b's prepared look sees a's statement: {texts:?}"
     );
     // a's statement still works after b's look (prepared again where needed).
     let v: String = within("query", a.query_one(&secret, &[]))

@@ -487,6 +487,9 @@ impl Session {
         };
         match &found {
             Some(statement) => {
+                if statement.lists_statements {
+                    self.close_foreign_statements();
+                }
                 self.ensure_prepared(statement);
                 let renamed = rename(frame, name_at, name_at + name.len(), &statement.server_name);
                 self.to_server.extend_from_slice(&renamed);

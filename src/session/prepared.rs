@@ -29,6 +29,8 @@ pub struct StatementText {
     pub ops: Vec<SessionOp>,
     pub plan: Arc<Plan>,
     pub sql: Arc<str>,
+    /// It reads `pg_prepared_statements` (see [`reads_prepared_statements`]).
+    pub lists_statements: bool,
 }
 
 /// One client's named statement, as the servers know it.
@@ -46,6 +48,8 @@ pub struct PreparedStatement {
     pub sql: Arc<str>,
     /// The shared text's id (see [`StatementText::id`]).
     pub text_id: Arc<str>,
+    /// Binding it first closes other clients' statements on the server (it lists them).
+    pub lists_statements: bool,
 }
 
 /// The server-name prefix of `owner`'s statements.
@@ -79,6 +83,7 @@ impl StatementRegistry {
                     ops: session_ops(query),
                     plan: plans.plan(query),
                     sql: Arc::from(query),
+                    lists_statements: reads_prepared_statements(query),
                 })
             })
             .clone()
@@ -105,6 +110,7 @@ impl StatementRegistry {
             plan: text.plan.clone(),
             sql: text.sql.clone(),
             text_id: text.id.clone(),
+            lists_statements: text.lists_statements,
         })
     }
 
@@ -132,25 +138,38 @@ impl StatementRegistry {
 /// Whether `sql` prepares a statement with SQL (`PREPARE name AS …`, not `PREPARE TRANSACTION`):
 /// server state the proxy cannot move, so the client keeps its server connection.
 pub fn sql_prepares(sql: &str) -> bool {
-    split_statements(sql).any(|statement| {
-        let mut words = statement
-            .split(|c: char| c.is_whitespace() || c == '(')
-            .filter(|w| !w.is_empty());
-        words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
-            && !words
+    // Runs on every query: the cheap look first.
+    contains_ignore_case(sql.as_bytes(), b"prepare")
+        && split_statements(sql).any(|statement| {
+            let mut words = statement
+                .split(|c: char| c.is_whitespace() || c == '(')
+                .filter(|w| !w.is_empty());
+            words
                 .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("transaction"))
-    })
+                .is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+                && !words
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("transaction"))
+        })
 }
 
 /// Whether `sql` reads the `pg_prepared_statements` view (which lists a connection's statements).
 pub fn reads_prepared_statements(sql: &str) -> bool {
-    const VIEW: &[u8] = b"pg_prepared_statements";
-    sql.as_bytes()
-        .windows(VIEW.len())
-        .any(|w| w.eq_ignore_ascii_case(VIEW))
+    contains_ignore_case(sql.as_bytes(), b"pg_prepared_statements")
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), in any case.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    let upper = first.to_ascii_uppercase();
+    hay.iter().enumerate().any(|(at, b)| {
+        (*b == first || *b == upper)
+            && hay
+                .get(at..at + needle.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// A client's own statement names.
