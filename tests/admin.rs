@@ -413,3 +413,36 @@ async fn pause_and_resume_under_pgbench_lose_no_transaction() {
     common::assert_pgbench_clean(&bench.await.expect("join"));
     env.stop().await;
 }
+
+/// Issue 11: `PAUSE nosuchdb` succeeded (and held nothing); PAUSE, RESUME and RECONNECT of a
+/// database that does not exist fail with 3D000, as Postgres answers for an unknown database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_reconnect_of_an_unknown_database_fail() {
+    let env = Env::start(PoolMode::Transaction, 2).await;
+    let admin = env.admin().await;
+    for command in ["PAUSE nosuchdb", "RESUME nosuchdb", "RECONNECT nosuchdb"] {
+        let e = within(command, admin.simple_query(command))
+            .await
+            .expect_err(command);
+        assert_eq!(sqlstate(&e).as_deref(), Some("3D000"), "{command}: {e}");
+        let message = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+        assert!(message.contains("\"nosuchdb\""), "{message}");
+    }
+    // A database that exists, used by no client yet, and one in use: both accepted.
+    let app = env.app().await;
+    app.simple_query("select 1").await.expect("app works");
+    for command in [
+        "PAUSE postgres",
+        "RESUME postgres",
+        "RECONNECT app",
+        "PAUSE app",
+    ] {
+        within(command, admin.simple_query(command))
+            .await
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+    }
+    within("RESUME", admin.simple_query("RESUME app"))
+        .await
+        .expect("resume");
+    env.stop().await;
+}

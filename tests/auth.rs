@@ -239,3 +239,44 @@ async fn ssl_and_gss_requests_are_declined_then_startup_proceeds() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
     env.stop().await;
 }
+
+/// Issue 11: user names were echoed whole in errors (a 10 kB name, 10 kB of error). Like Postgres,
+/// names are cut to NAMEDATALEN - 1 = 63 bytes, on a character boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_user_names_are_cut_to_63_bytes_in_errors() {
+    let env = Env::start(PoolMode::Transaction, 2).await;
+    // Two bytes a character: 63 bytes would split one, so 31 characters (62 bytes) remain.
+    // 9 kB: the startup packet itself is limited to 10 000 bytes, as in Postgres.
+    let user = "é".repeat(4_500);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(env.port)
+        .user(&user)
+        .password("x")
+        .dbname("app");
+    let err = common::within("login with a long user name", async {
+        config.connect(tokio_postgres::NoTls).await.map(drop)
+    })
+    .await
+    .expect_err("an unknown user");
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(
+        db.code().code(),
+        "28P01",
+        "{}",
+        db.message().chars().take(300).collect::<String>()
+    );
+    assert!(
+        db.message().len() < 200,
+        "{} bytes of message",
+        db.message().len()
+    );
+    assert!(
+        db.message()
+            .contains(&format!("for user \"{}\"", "é".repeat(31))),
+        "{}",
+        db.message()
+    );
+    env.stop().await;
+}

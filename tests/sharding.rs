@@ -468,3 +468,58 @@ async fn countries_on_each_shard(env: &Env) -> Vec<Vec<(i32, String)>> {
     }
     all
 }
+
+/// Issue 11: what clients read in refusals. The key-less write hint names the written table's own
+/// shard-key column (it said `user_id` for every table), and a refusal inside a transaction, which
+/// the server raises for the proxy, carries no `CONTEXT: PL/pgSQL function …` from that mechanism.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_tables_key_and_carry_no_plpgsql_context() {
+    let env = start().await;
+    let app = env.app().await;
+    let e = app
+        .batch_execute("UPDATE users SET name = 'x'")
+        .await
+        .expect_err("a key-less write");
+    let db = e.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "0A000", "{e}");
+    assert!(db.message().contains("WHERE id = …"), "{}", db.message());
+    assert!(!db.message().contains("user_id"), "{}", db.message());
+
+    let (a, b) = (env.user_key_on(0, 1), env.user_key_on(1, 1));
+    for (protocol, statement) in [
+        (
+            "simple",
+            format!("UPDATE users SET name = 'b' WHERE id = {b}"),
+        ),
+        (
+            "extended",
+            "UPDATE users SET name = 'b' WHERE id = $1".into(),
+        ),
+        ("simple", "UPDATE users SET name = 'x'".into()),
+    ] {
+        app.batch_execute("BEGIN").await.expect("begin");
+        app.execute("UPDATE users SET name = 'a' WHERE id = $1", &[&a])
+            .await
+            .expect("first shard");
+        let refused = match protocol {
+            "simple" => app.batch_execute(&statement).await.err(),
+            _ => app.execute(&statement, &[&b]).await.err(),
+        }
+        .unwrap_or_else(|| panic!("{statement}: refused inside the transaction"));
+        let db = refused.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db.code().code(), "0A000", "{refused}");
+        assert_eq!(
+            db.where_(),
+            None,
+            "{protocol} {statement}: no CONTEXT field"
+        );
+        assert!(!db.message().contains("PL/pgSQL"), "{}", db.message());
+        let aborted = app
+            .batch_execute("SELECT 1")
+            .await
+            .expect_err("the transaction is aborted");
+        assert_eq!(sqlstate(&aborted).as_deref(), Some("25P02"), "{aborted}");
+        app.batch_execute("ROLLBACK").await.expect("rollback");
+    }
+    env.stop().await;
+}

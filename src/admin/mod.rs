@@ -8,6 +8,7 @@
 
 mod commands;
 mod config_table;
+mod known;
 mod show;
 mod table;
 
@@ -385,6 +386,14 @@ impl Console {
             ));
         }
         let shared = self.shared.clone();
+        if let Command::Pause(Some(name))
+        | Command::Resume(Some(name))
+        | Command::Reconnect(Some(name)) = command
+        {
+            known::check(&shared, name)
+                .await
+                .map_err(|e| Refusal::new(e.sqlstate(), e.to_string()))?;
+        }
         match command {
             Command::Empty => Ok(None),
             Command::Show(what) => Ok(Some(self.show(*what))),

@@ -26,6 +26,8 @@ pub enum ScramError {
     BadSecret(&'static str),
     #[error("SCRAM messages out of order")]
     WrongState,
+    #[error("SCRAM channel binding check failed")]
+    BindingMismatch,
 }
 
 /// A stored verifier: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
@@ -142,6 +144,8 @@ pub struct ScramServer {
 enum State {
     Initial,
     SentFirst {
+        /// The gs2 header of client-first (`n,,` or `y,,`), which `c=` must repeat exactly.
+        gs2_header: String,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -163,12 +167,19 @@ impl ScramServer {
             return Err(ScramError::WrongState);
         }
         let text = std::str::from_utf8(msg).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-        // gs2-header: "n,," or "y,," (client supports binding, thinks we do not); "p=" asks for it.
-        let bare = if let Some(rest) = text.strip_prefix("n,").or_else(|| text.strip_prefix("y,")) {
-            let (_authzid, bare) = rest
+        // gs2-header: "n,," or "y,," (client supports binding, thinks we do not: true, no PLUS
+        // mechanism is offered); "p=" asks for it. An authorization identity is refused, as by
+        // Postgres.
+        let (gs2_header, bare) = if text.starts_with("n,") || text.starts_with("y,") {
+            let (authzid, bare) = text[2..]
                 .split_once(',')
                 .ok_or(ScramError::Malformed("gs2 header"))?;
-            bare
+            if !authzid.is_empty() {
+                return Err(ScramError::Malformed(
+                    "authorization identity is not supported",
+                ));
+            }
+            (&text[..3], bare)
         } else if text.starts_with("p=") {
             return Err(ScramError::UnsupportedChannelBinding);
         } else {
@@ -190,6 +201,7 @@ impl ScramServer {
             self.secret.iterations
         );
         self.state = State::SentFirst {
+            gs2_header: gs2_header.to_string(),
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
@@ -200,6 +212,7 @@ impl ScramServer {
     /// Takes the client-final-message; verifies the proof and returns the server-final-message.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, ScramError> {
         let State::SentFirst {
+            gs2_header,
             client_first_bare,
             server_first,
             nonce,
@@ -223,8 +236,10 @@ impl ScramServer {
         let binding = B64
             .decode(binding.ok_or(ScramError::Malformed("missing channel binding"))?)
             .map_err(|_| ScramError::Malformed("bad channel binding"))?;
-        if binding != b"n,," && binding != b"y,," {
-            return Err(ScramError::UnsupportedChannelBinding);
+        // Not just any header without binding: the one client-first sent, so a `y` (or `n`) cannot
+        // be swapped between the two messages.
+        if binding != gs2_header.as_bytes() {
+            return Err(ScramError::BindingMismatch);
         }
         if final_nonce != Some(nonce.as_str()) {
             return Err(ScramError::NonceMismatch);
@@ -288,6 +303,51 @@ mod tests {
             Err(ScramError::InvalidProof)
         );
         assert_eq!(ScramSecret::mock("a", b"s"), ScramSecret::mock("a", b"s"));
+    }
+
+    /// A client-final-message with a correct proof for `gs2_first` in client-first and `binding`
+    /// (base64 of a gs2 header) as its `c=`.
+    fn final_with_binding(gs2_first: &str, binding: &str) -> Result<Vec<u8>, ScramError> {
+        let secret = ScramSecret::derive(b"pw", b"salt", 16);
+        let mut server = ScramServer::new(secret);
+        let bare = "n=,r=clientnonce";
+        let first = server.client_first(format!("{gs2_first}{bare}").as_bytes())?;
+        let first = String::from_utf8(first).expect("utf-8");
+        let nonce = first
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .expect("nonce");
+        let without_proof = format!("c={binding},r={nonce}");
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(b"pw", b"salt", 16, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let auth_message = format!("{bare},{first},{without_proof}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        server.client_final(format!("{without_proof},p={}", B64.encode(proof)).as_bytes())
+    }
+
+    /// Issue 11: `c=` must be the base64 of the exact gs2 header of client-first ("biws" for
+    /// "n,,", "eSws" for "y,,"); any other header was accepted as long as it was one of the two.
+    #[test]
+    fn channel_binding_must_repeat_the_gs2_header() {
+        assert!(final_with_binding("n,,", "biws").is_ok());
+        assert!(final_with_binding("y,,", "eSws").is_ok());
+        assert_eq!(
+            final_with_binding("n,,", "eSws"),
+            Err(ScramError::BindingMismatch)
+        );
+        assert_eq!(
+            final_with_binding("y,,", "biws"),
+            Err(ScramError::BindingMismatch)
+        );
+        // An authorization identity is refused, as Postgres does.
+        assert!(final_with_binding("n,a=other,", "bixhPW90aGVyLA==").is_err());
     }
 
     #[test]

@@ -29,6 +29,22 @@ pub struct StartupMessage {
     pub params: Vec<(String, String)>,
 }
 
+/// Longest user or database name Postgres keeps (`NAMEDATALEN - 1`); it cuts longer ones.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// `name` cut to [`MAX_NAME_BYTES`] on a character boundary, as Postgres cuts the user and database
+/// names of a startup packet: they are echoed in errors and logs, which must not carry kilobytes.
+pub fn clip_name(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 impl StartupMessage {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params
@@ -204,6 +220,16 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_clipped_like_postgres_on_a_char_boundary() {
+        assert_eq!(clip_name("app"), "app");
+        let long = "u".repeat(100);
+        assert_eq!(clip_name(&long), &long[..63]);
+        let wide = "é".repeat(40);
+        assert_eq!(clip_name(&wide), "é".repeat(31));
+        assert_eq!(clip_name(&"x".repeat(63)).len(), 63);
+    }
 
     fn params(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::new();

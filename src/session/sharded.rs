@@ -4,6 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::pending::Expect;
 use super::routing::DeferredBegin;
 use super::{Flow, Session};
 use crate::error::ClientError;
@@ -83,15 +84,10 @@ impl Session {
                 }
             }
             ShardPlan::ScatterRead => Need::Scatter,
-            ShardPlan::ScatterWrite if sharding.allow_broadcast_writes => {
+            ShardPlan::ScatterWrite { .. } if sharding.allow_broadcast_writes => {
                 Need::Broadcast { ddl: false }
             }
-            ShardPlan::ScatterWrite => Need::Refuse(
-                "this write of a sharded table has no shard key in its WHERE clause, so it would \
-                 run on every shard, which sharding.allow_broadcast_writes does not allow; add \
-                 the shard key (e.g. WHERE user_id = …) or enable broadcast writes"
-                    .to_string(),
-            ),
+            ShardPlan::ScatterWrite { refusal } => Need::Refuse(refusal.to_string()),
             ShardPlan::Ddl => Need::Broadcast { ddl: true },
             ShardPlan::ReferenceWrite => Need::ReferenceWrite,
             ShardPlan::CopyIn {
@@ -282,7 +278,17 @@ impl Session {
             }
             return Flow::Continue;
         }
-        self.forward_query_frame(&raise_frame(reason), false);
+        // The client gets the proxy's own error, in its turn; the server's (raised by a DO block,
+        // so it would carry a `CONTEXT: PL/pgSQL function …` line) is hidden, only its
+        // `ReadyForQuery` (`E`, transaction aborted) goes through.
+        let mut error = BytesMut::new();
+        ClientError::ShardRouting(reason.to_string()).write_as_error(&mut error);
+        if self.pending.is_empty() {
+            self.to_client.extend_from_slice(&error);
+        } else {
+            self.pending.push(Expect::Synthetic(error.freeze()));
+        }
+        self.forward_query_frame(&raise_frame(reason), true);
         Flow::Continue
     }
 

@@ -21,7 +21,7 @@ use crate::pool::{Pool, PoolKey, PoolSettings};
 use crate::protocol::client_auth;
 use crate::protocol::codec;
 use crate::protocol::startup::{
-    parse_options, read_first_packet, FirstPacket, StartupError, StartupMessage,
+    clip_name, parse_options, read_first_packet, FirstPacket, StartupError, StartupMessage,
 };
 use crate::stats::NewClient;
 
@@ -58,12 +58,14 @@ pub(super) async fn login(
             return Err(refuse(&mut client, error).await);
         }
     };
-    let user_name = startup.get("user").unwrap_or_default().to_string();
-    let database = startup
-        .get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(&user_name)
-        .to_string();
+    let user_name = clip_name(startup.get("user").unwrap_or_default()).to_string();
+    let database = clip_name(
+        startup
+            .get("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&user_name),
+    )
+    .to_string();
     let options = match parse_options(startup.get("options").unwrap_or_default()) {
         Ok(o) => o,
         Err(e) => return Err(refuse(&mut client, ClientError::ProtocolViolation(e)).await),

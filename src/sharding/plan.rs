@@ -56,8 +56,9 @@ pub enum ShardPlan {
     },
     /// A read of sharded tables with no usable key: every shard, results merged.
     ScatterRead,
-    /// A write of sharded tables with no usable key: refused unless broadcast writes are allowed.
-    ScatterWrite,
+    /// A write of sharded tables with no usable key: refused unless broadcast writes are allowed,
+    /// with `refusal` (which names the written table's shard key) as the reason.
+    ScatterWrite { refusal: Box<str> },
     /// `COPY sharded (…) FROM STDIN`: each data row goes to the shard of its key, which is field
     /// `column_index` of the `columns` fields the column list names. The data's format (text, csv,
     /// binary, delimiter…) is read from each execution's text (`resolve::copy_format`): its

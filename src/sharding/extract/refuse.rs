@@ -45,6 +45,18 @@ pub(super) fn nested_not_tied(t: &ShardedTable) -> Box<str> {
     .into()
 }
 
+/// A write with no shard key: the hint names the written table's own key column (it used to name
+/// `user_id` whatever the table).
+pub(super) fn keyless_write(t: &ShardedTable) -> Box<str> {
+    format!(
+        "this write of sharded table {} has no shard key in its WHERE clause, so it would run on \
+         every shard, which sharding.allow_broadcast_writes does not allow; add the shard key \
+         (e.g. WHERE {} = …) or enable broadcast writes",
+        t.table, t.column
+    )
+    .into()
+}
+
 pub(super) fn set_operation(t: &ShardedTable) -> Box<str> {
     format!(
         "INTERSECT or EXCEPT over sharded table {} needs the rows of every shard at once; pin the \

@@ -69,7 +69,7 @@ pub(super) fn check(cases: &[(&str, Want)]) {
             (Want::Unsharded, ShardPlan::Unsharded)
             | (Want::Reference, ShardPlan::ReferenceRead)
             | (Want::Scatter, ShardPlan::ScatterRead)
-            | (Want::ScatterWrite, ShardPlan::ScatterWrite)
+            | (Want::ScatterWrite, ShardPlan::ScatterWrite { .. })
             | (Want::Ddl, ShardPlan::Ddl)
             | (Want::ReferenceWrite, ShardPlan::ReferenceWrite) => true,
             (Want::One(r), _) => {
@@ -400,4 +400,26 @@ fn unsharded_statements() {
         ),
         ("WITH x AS (SELECT 1) SELECT * FROM x", Unsharded),
     ]);
+}
+
+/// Issue 11: the key-less write refusal named `user_id` whatever the table; it names the written
+/// table's own shard-key column.
+#[test]
+fn keyless_write_refusal_names_the_tables_key() {
+    for (sql, table, column) in [
+        ("UPDATE users SET name = 'x'", "users", "id"),
+        ("DELETE FROM pitches WHERE score > 3", "pitches", "user_id"),
+    ] {
+        let ShardPlan::ScatterWrite { refusal } = plan(sql) else {
+            panic!("{sql}: not a key-less write");
+        };
+        assert!(
+            refusal.contains(&format!("sharded table {table} ")),
+            "{refusal}"
+        );
+        assert!(
+            refusal.contains(&format!("WHERE {column} = …")),
+            "{refusal}"
+        );
+    }
 }

@@ -70,7 +70,9 @@ impl Walker<'_, '_> {
                 key_type: first.key_type,
                 keys,
             },
-            (None, true) => ShardPlan::ScatterWrite,
+            (None, true) => ShardPlan::ScatterWrite {
+                refusal: refuse::keyless_write(first),
+            },
             (None, false) => ShardPlan::ScatterRead,
         }
     }
