@@ -459,3 +459,27 @@ async fn session_mode_server_reset_close_gives_a_fresh_backend() {
     assert_clean(&b).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_read_write_splitting_a_pinned_client_reads_on_its_primary_server() {
+    let env = Env::start_with_replicas(1, |_| {}, PoolMode::Transaction, 2).await;
+    let a = env.app().await;
+    // Plain reads may go to the replica before anything pins.
+    exec(
+        &a,
+        "CREATE TEMP TABLE mine (x int); INSERT INTO mine VALUES (7)",
+    )
+    .await;
+    let a_pid = pid(&a).await;
+    for _ in 0..5 {
+        // A read of the temp table only works on the server that has it.
+        assert_eq!(one(&a, "SELECT x FROM mine").await, "7");
+        assert_eq!(one(&a, "SELECT pg_is_in_recovery()::text").await, "false");
+        assert_eq!(pid(&a).await, a_pid);
+    }
+    let b = env.app().await;
+    exec(&b, "BEGIN").await;
+    assert_ne!(pid(&b).await, a_pid, "A's server was handed on");
+    exec(&b, "COMMIT").await;
+    env.stop().await;
+}

@@ -154,6 +154,8 @@ impl ClientParams {
         applied.values.clear();
         self.sets.clear();
         for (name, value) in server {
+            // pg_settings spells some names in mixed case (`TimeZone`); the lexer lowercases.
+            let name = name.to_ascii_lowercase();
             let value = ParamValue::Startup(Arc::from(value.as_str()));
             if self.startup.get(&name) != Some(&value) {
                 self.sets.insert(name.clone(), value.clone());
@@ -419,6 +421,50 @@ mod tests {
             sql,
             "SELECT pg_catalog.set_config('search_path', 'a, b', false);"
         );
+    }
+
+    #[test]
+    fn adopting_the_servers_settings_keeps_startup_values_apart() {
+        let mut c = client();
+        let mut applied = AppliedParams::default();
+        c.mark_applied(&mut applied);
+        let server = vec![
+            ("TimeZone".to_string(), "Asia/Tokyo".to_string()),
+            ("application_name".to_string(), "app's".to_string()),
+        ];
+        // search_path (a startup value) is gone from the server: it must be set again.
+        assert!(c.adopt(server, &mut applied));
+        let sql = c.sync_sql(&applied).expect("resync");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('search_path', 'a, b', false);"
+        );
+        c.mark_applied(&mut applied);
+        let other = ClientParams::from_startup(&[], &[]);
+        assert_eq!(
+            other.sync_sql(&applied).as_deref(),
+            Some("RESET application_name;RESET search_path;RESET timezone;")
+        );
+    }
+
+    #[test]
+    fn a_new_session_authorization_is_replayed_before_the_role() {
+        let mut c = ClientParams::from_startup(&[], &[]);
+        let mut applied = AppliedParams::default();
+        let ops = crate::router::session_ops::session_ops;
+        c.commit(
+            &ops("SET SESSION AUTHORIZATION u; SET ROLE r"),
+            &mut applied,
+        );
+        let fresh = AppliedParams::default();
+        assert_eq!(
+            c.sync_sql(&fresh).as_deref(),
+            Some("SET SESSION AUTHORIZATION u;SET ROLE r;")
+        );
+        c.commit(&ops("RESET ALL"), &mut applied);
+        assert!(c.sync_sql(&fresh).is_some(), "RESET ALL keeps both");
+        c.commit(&ops("RESET SESSION AUTHORIZATION"), &mut applied);
+        assert_eq!(c.sync_sql(&fresh), None, "the role went with it");
     }
 
     #[test]

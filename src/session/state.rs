@@ -36,7 +36,7 @@ pub(super) fn note_reported_change(body: &[u8], inflight: &mut Vec<SessionOp>) {
         SessionOp::Set { name: set, .. } | SessionOp::Reset { name: set } => {
             set.eq_ignore_ascii_case(name)
                 || (name == "is_superuser" && (set == "role" || set == "session_authorization"))
-                || (name == "session_authorization" && set == "session_authorization")
+                || (name == "default_transaction_read_only" && set == "session_characteristics")
         }
         SessionOp::ResetAll | SessionOp::DiscardAll | SessionOp::Verify { .. } => true,
         _ => false,
