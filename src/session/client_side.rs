@@ -286,22 +286,13 @@ impl Session {
                 server.prepared.clear();
             }
             self.statements.clear();
-            self.statements.holds_server = false;
         }
         self.inflight_ops.extend(ops);
     }
 
-    /// What a statement's text means for server-side statements: SQL `PREPARE` keeps the server
-    /// connection with this client (and closes it when given back), a look at
-    /// `pg_prepared_statements` first closes the statements of other clients on this connection.
+    /// A look at `pg_prepared_statements` first closes the statements of other clients on this
+    /// connection. (SQL `PREPARE` pins the client to its server: see `SessionOp::Pin`.)
     fn note_statement_text(&mut self, sql: &str) {
-        if self.mode == crate::config::PoolMode::Transaction
-            && self.shared.sharding.is_none()
-            && sql_prepares(sql)
-        {
-            self.statements.holds_server = true;
-            self.server_prepared_unknown = true;
-        }
         if self.rename_statements && reads_prepared_statements(sql) {
             self.close_foreign_statements();
         }

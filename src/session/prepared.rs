@@ -176,8 +176,6 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 #[derive(Default)]
 pub struct ClientStatements {
     by_name: HashMap<Bytes, Arc<PreparedStatement>>,
-    /// The client prepared with SQL (`PREPARE`): its server connection stays with it.
-    pub holds_server: bool,
 }
 
 impl ClientStatements {

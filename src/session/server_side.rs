@@ -205,10 +205,7 @@ impl Session {
                     }
                 }
                 // A client pinned to its server (LISTEN, temp tables, SQL PREPARE, …) keeps it.
-                release = self.mode == PoolMode::Transaction
-                    && self.status == b'I'
-                    && !self.pinned
-                    && !self.statements.holds_server;
+                release = self.mode == PoolMode::Transaction && self.status == b'I' && !self.pinned;
             }
         }
         if pos > 0 || !out.is_empty() {
