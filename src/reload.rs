@@ -297,4 +297,17 @@ mod tests {
         assert!(problems[1].starts_with("pool.mode"), "{problems:?}");
         assert!(problems[2].starts_with("sharding"), "{problems:?}");
     }
+
+    #[test]
+    fn the_fanout_budget_is_set_at_start_and_is_no_sharding_rule() {
+        let old = config("");
+        let new = config("[sharding]\nfanout_memory_budget_bytes = 1048576\n");
+        let problems = restart_only_changes(&old, &new);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("sharding.fanout_memory_budget_bytes")
+                && !problems[0].contains("reshard"),
+            "{problems:?}"
+        );
+    }
 }

@@ -12,8 +12,8 @@ use common::raw::{self, query_frame, read_msg};
 use common::{simple_rows, sqlstate, Env};
 use pgscale::demo::{SAMPLE_SCHEMA, SAMPLE_SHARDING};
 
-/// A tiny budget: a few MB of rows can only stream through it.
-const BUDGET: usize = 1 << 20;
+/// A small budget: 20 MB of rows can only stream through it; it holds ~4500 narrow groups.
+const BUDGET: usize = 3 << 20;
 /// Pitches per shard: ~155 bytes each on the wire, ~20 MB over both shards.
 const PITCHES_PER_SHARD: i64 = 70_000;
 /// Users per shard; names repeat across shards (3500 distinct).
@@ -80,7 +80,7 @@ async fn reads_larger_than_the_budget_stream_and_too_many_groups_fail_cleanly() 
     let app = env.app().await;
     let total = 2 * PITCHES_PER_SHARD;
 
-    // Concatenation, simple protocol: ~20 MB through a 1 MiB budget.
+    // Concatenation, simple protocol: ~20 MB through a 3 MiB budget.
     let rows = slowly(
         "concatenated read",
         simple_rows(&app, "SELECT id, title FROM pitches"),
@@ -112,12 +112,15 @@ async fn reads_larger_than_the_budget_stream_and_too_many_groups_fail_cleanly() 
     assert_eq!(rows, vec!["3", "4", "5"]);
 
     // 7000 groups need more than the budget: 54000, with what to do.
-    let err = slowly(
+    let err = match slowly(
         "too many groups",
         simple_rows(&app, "SELECT id, count(*) FROM users GROUP BY id"),
     )
     .await
-    .expect_err("over the budget");
+    {
+        Ok(rows) => panic!("{} groups over the budget were merged", rows.len()),
+        Err(e) => e,
+    };
     assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err:?}");
     let message = err.as_db_error().map(|d| d.message().to_string());
     let message = message.unwrap_or_default();
@@ -230,7 +233,7 @@ async fn rows_reach_the_client_while_a_shard_is_still_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_is_shared_by_every_client() {
-    let env = start(2 << 20).await;
+    let env = start(6 << 20).await;
     // Shard 1 groups by id along its primary key, so it sends groups as it finds them and waits
     // at id 7000 with most of its groups sent.
     let holder = env.direct_to_shard(1).await;
@@ -245,7 +248,7 @@ async fn the_budget_is_shared_by_every_client() {
         .execute(&format!("SELECT pg_advisory_lock({LOCK})"), &[])
         .await
         .expect("lock");
-    // A's 7000 groups (~1.5 MB) fit the 2 MiB budget alone.
+    // A's 7000 groups (~4.8 MB as counted) fit the 6 MiB budget alone.
     let a = env.app().await;
     let a_read = tokio::spawn(async move {
         simple_rows(
@@ -254,7 +257,7 @@ async fn the_budget_is_shared_by_every_client() {
         )
         .await
     });
-    // B's 3500 groups (~1 MB) fit alone, but not next to A's: refused (not made to wait).
+    // B's 3500 groups (~2.7 MB) fit alone, but not next to A's: refused (not made to wait).
     let b = env.app().await;
     let b_sql = "SELECT name, count(*), min(id) FROM users GROUP BY name";
     let mut refused = None;

@@ -73,6 +73,8 @@ impl MemoryBudget {
 pub struct Reservation {
     budget: Arc<MemoryBudget>,
     held: usize,
+    /// The most it held.
+    peak: usize,
 }
 
 impl Reservation {
@@ -80,6 +82,7 @@ impl Reservation {
         Reservation {
             budget: budget.clone(),
             held: 0,
+            peak: 0,
         }
     }
 
@@ -92,7 +95,13 @@ impl Reservation {
             self.budget.shrink(self.held - bytes);
         }
         self.held = bytes;
+        self.peak = self.peak.max(bytes);
         Ok(())
+    }
+
+    /// The most this held at once.
+    pub fn peak(&self) -> usize {
+        self.peak
     }
 
     pub fn held(&self) -> usize {
@@ -130,6 +139,7 @@ mod tests {
         assert_eq!(budget.used(), 100);
         a.set(10).expect("shrinks");
         assert_eq!(budget.used(), 50);
+        assert_eq!(a.peak(), 60);
         drop(a);
         drop(b);
         assert_eq!(budget.used(), 0);
