@@ -129,15 +129,19 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let slot = self.clients.get(&(pid, secret)).map(|slot| slot.clone());
         match slot.as_deref().and_then(CancelSlot::target) {
-            Some((key, _done)) => {
+            Some((key, done)) => {
                 tracing::debug!(pid, server = %key.addr, server_pid = key.pid, "forwarding cancel request");
                 match tokio::time::timeout(CANCEL_TIMEOUT, send_cancel(&key)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => return,
                     Ok(Err(e)) => tracing::warn!(error = %e, "cancel request to server failed"),
                     Err(_) => {
                         tracing::warn!(server = %key.addr, "cancel request to server timed out")
                     }
                 }
+                // Not known to have landed: it may still hit whatever the server runs next. Holding
+                // the guard past `CancelsInFlight::wait`'s limit gets the server closed, not handed on.
+                tokio::time::sleep(2 * CANCEL_TIMEOUT + Duration::from_secs(1)).await;
+                drop(done);
             }
             None => tracing::debug!(pid, "cancel request for an unknown or idle client"),
         }

@@ -409,8 +409,13 @@ pub async fn send_cancel(key: &CancelKey) -> std::io::Result<()> {
     packet.extend_from_slice(&key.pid.to_be_bytes());
     packet.extend_from_slice(&key.secret.to_be_bytes());
     stream.write_all(&packet).await?;
-    // Postgres closes the socket once it has handled the request.
+    // Postgres closes the socket once it has handled the request; until then it may still land.
     let mut sink = [0u8; 16];
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut sink)).await;
-    Ok(())
+    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut sink)).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the server did not close the cancel connection",
+        )),
+    }
 }

@@ -210,7 +210,17 @@ fn classify(statement: &str) -> Option<SessionOp> {
         if second.eq_ignore_ascii_case("global") || second.eq_ignore_ascii_case("local") {
             second = w.next()?;
         }
-        is_temp(second).then_some(SessionOp::Pin("CREATE TEMP"))
+        let in_pg_temp = words(statement)
+            .take(8)
+            .any(|w| w.len() >= 8 && w[..8].eq_ignore_ascii_case("pg_temp."));
+        (is_temp(second) || in_pg_temp).then_some(SessionOp::Pin("CREATE TEMP"))
+    } else if first.eq_ignore_ascii_case("do") {
+        // A DO block can change anything (SET, temp tables, LISTEN) where the lexer cannot see it.
+        Some(SessionOp::Pin("DO"))
+    } else if (first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with"))
+        && selects_into_temp(statement)
+    {
+        Some(SessionOp::Pin("SELECT INTO TEMP"))
     } else if first.eq_ignore_ascii_case("discard") {
         let what = words(statement).nth(1)?;
         what.eq_ignore_ascii_case("all")
@@ -227,6 +237,19 @@ fn classify(statement: &str) -> Option<SessionOp> {
     } else {
         None
     }
+}
+
+/// `SELECT … INTO [TEMP|TEMPORARY] name`: creates a temp table (checked only when both words occur).
+fn selects_into_temp(statement: &str) -> bool {
+    let mut previous_into = false;
+    for w in words(statement) {
+        if previous_into && (w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary"))
+        {
+            return true;
+        }
+        previous_into = w.eq_ignore_ascii_case("into");
+    }
+    false
 }
 
 fn classify_set(statement: &str) -> Option<SessionOp> {
@@ -518,6 +541,8 @@ mod tests {
         assert_eq!(session_ops("abort"), vec![SessionOp::Rollback]);
         assert!(session_ops("ROLLBACK PREPARED 'x'").is_empty());
         assert!(session_ops("PREPARE TRANSACTION 'x'").is_empty());
+        assert!(session_ops("select temp into t from x").is_empty());
+        assert!(session_ops("create table temp (x int)").is_empty());
         for (sql, what) in [
             ("LISTEN chan", "LISTEN"),
             ("prepare q AS SELECT 1", "PREPARE"),
@@ -533,6 +558,13 @@ mod tests {
             ),
             ("select PG_TRY_ADVISORY_LOCK_SHARED(1)", "advisory lock"),
             ("LOAD 'auto_explain'", "LOAD"),
+            ("DO $$BEGIN SET ROLE other; END$$", "DO"),
+            ("select * INTO TEMP t from x", "SELECT INTO TEMP"),
+            (
+                "with a as (select 1) select * into temporary t from a",
+                "SELECT INTO TEMP",
+            ),
+            ("CREATE TABLE pg_temp.t (x int)", "CREATE TEMP"),
         ] {
             assert_eq!(session_ops(sql), vec![SessionOp::Pin(what)], "{sql}");
         }

@@ -260,8 +260,9 @@ impl Session {
             self.cancel_slot.set(None);
             return;
         }
-        // A session-mode client's connection, or one a client was pinned to, holds its state.
-        let reset = self.mode == PoolMode::Session || self.pinned;
+        // A session-mode client's connection, or one a client was pinned to, holds its state; so may
+        // one left mid-transaction (advisory locks, SQL PREPARE and LOAD outlive a ROLLBACK).
+        let reset = self.mode == PoolMode::Session || self.pinned || self.status != b'I';
         if reset && self.shared.config().pool.server_reset == ServerReset::Close {
             return; // dropping closes the connection: the next client gets a new backend
         }

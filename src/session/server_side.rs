@@ -191,6 +191,9 @@ impl Session {
             }
             if tag == b'Z' && self.pending.is_empty() {
                 self.unsynced = false;
+                // The client's query is over: a late cancel must not land on the hidden settings
+                // read-back or resync below.
+                self.cancel_slot.set_busy(false);
                 if let Some(routing) = self.routing.as_deref_mut() {
                     routing.on_ready();
                 }

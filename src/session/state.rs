@@ -48,21 +48,22 @@ pub(super) fn note_reported_change(body: &[u8], inflight: &mut Vec<SessionOp>) {
 
 /// Every setting the session changed on the server: `pg_settings` with source `session`, plus the
 /// role and session authorization and the dotted `custom` settings (which `pg_settings` does not
-/// list). `login` is the server login.
+/// list). `login` is the server login. Operators are schema-qualified: the client may have put its
+/// own `=` ahead of pg_catalog's on the search_path to make this read-back lie.
 fn snapshot_sql(login: &str, custom: &[String]) -> String {
     let mut sql = format!(
-        "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE source OPERATOR(pg_catalog.=) 'session' \
          UNION ALL SELECT 'session_authorization', pg_catalog.current_setting('session_authorization') \
-         WHERE pg_catalog.current_setting('session_authorization') <> {} \
+         WHERE pg_catalog.current_setting('session_authorization') OPERATOR(pg_catalog.<>) {} \
          UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
-         WHERE pg_catalog.current_setting('role') <> 'none'",
+         WHERE pg_catalog.current_setting('role') OPERATOR(pg_catalog.<>) 'none'",
         quote_literal(login)
     );
     for name in custom {
         let name = quote_literal(name);
         sql.push_str(&format!(
             " UNION ALL SELECT {name}, pg_catalog.current_setting({name}, true) \
-             WHERE COALESCE(pg_catalog.current_setting({name}, true), '') <> ''"
+             WHERE COALESCE(pg_catalog.current_setting({name}, true), '') OPERATOR(pg_catalog.<>) ''"
         ));
     }
     sql
