@@ -40,6 +40,15 @@ pub fn session_ops(sql: &str) -> Vec<SessionOp> {
         }
         scan_calls(statement, &mut ops);
     }
+    if sql.contains(char::REPLACEMENT_CHARACTER) {
+        // Text that was not UTF-8 (read lossily): a `SET` replayed from it would carry mangled
+        // bytes, so the client keeps the server that has the real value.
+        for op in &mut ops {
+            if matches!(op, SessionOp::Set { .. }) {
+                *op = SessionOp::Pin("SET in non-UTF-8 text");
+            }
+        }
+    }
     ops
 }
 
@@ -542,6 +551,10 @@ mod tests {
         assert!(session_ops("ROLLBACK PREPARED 'x'").is_empty());
         assert!(session_ops("PREPARE TRANSACTION 'x'").is_empty());
         assert!(session_ops("select temp into t from x").is_empty());
+        assert_eq!(
+            session_ops("SET application_name = 'caf\u{FFFD}'"),
+            vec![SessionOp::Pin("SET in non-UTF-8 text")]
+        );
         assert!(session_ops("create table temp (x int)").is_empty());
         for (sql, what) in [
             ("LISTEN chan", "LISTEN"),
