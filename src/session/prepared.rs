@@ -1,5 +1,6 @@
 //! Named prepared statements under transaction pooling: each client `Parse` gets a server-side name
-//! of its own, `pgscale_<client>_<n>`, prepared on whichever server connection the client uses it on.
+//! of its own, `pgscale_<client>_<n>_<random>`, prepared on whichever server connection the client
+//! uses it on.
 //! Names are never shared between clients or between two `Parse`s: a fresh `Parse` is parsed afresh
 //! on the server (after a schema change it sees the new shape, as on a direct connection), and no
 //! client can run, replace or be broken by another client's statement. What is shared, by text, is
@@ -36,7 +37,7 @@ pub struct StatementText {
 /// One client's named statement, as the servers know it.
 #[derive(Debug)]
 pub struct PreparedStatement {
-    /// `pgscale_<client>_<n>`: its name on every server connection it is prepared on.
+    /// `pgscale_<client>_<n>_<random>`: its name on every server connection it is prepared on.
     pub server_name: Arc<str>,
     /// A complete `Parse` frame under `server_name`, ready to send.
     pub parse_frame: Bytes,
@@ -97,7 +98,13 @@ impl StatementRegistry {
         owner: u64,
     ) -> Arc<PreparedStatement> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let server_name: Arc<str> = Arc::from(format!("{}{n}", owner_prefix(owner)));
+        // The random tail keeps other clients on the same server from guessing the name and running
+        // or deallocating the statement with SQL `EXECUTE`/`DEALLOCATE`.
+        let server_name: Arc<str> = Arc::from(format!(
+            "{}{n}_{:016x}",
+            owner_prefix(owner),
+            rand::random::<u64>()
+        ));
         let mut frame = BytesMut::with_capacity(rest.len() + server_name.len() + 6);
         let at = codec::begin(&mut frame, b'P');
         codec::put_cstr(&mut frame, server_name.as_bytes());
