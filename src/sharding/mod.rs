@@ -22,6 +22,7 @@
 //! - [`split`]: a multi-row INSERT (simple protocol) as one INSERT per shard.
 
 pub mod budget;
+pub mod catchup;
 pub mod copy_split;
 pub mod extract;
 mod key;
