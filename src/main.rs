@@ -60,6 +60,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
     },
+    /// Add shards online: plan, copy, catchup, verify, cleanup, status (see README).
+    Reshard {
+        #[command(subcommand)]
+        command: pgscale::sharding::reshard::ReshardCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::ShardOf { config, table, key } => {
             return shard_of(&config, table.as_deref(), &key)
         }
+        Command::Reshard { command } => return reshard(&command),
         Command::Serve { config: path } => match Config::load(&path) {
             Ok(loaded) => {
                 runtime(loaded.listen.workers).and_then(|rt| rt.block_on(serve(loaded, path)))
@@ -183,6 +189,23 @@ fn shard_of(path: &std::path::Path, table: Option<&str>, key: &str) -> ExitCode 
         Err(e) => {
             eprintln!("pgscale: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `pgscale reshard ...`: exit 1 on an error, 3 when `verify` finds differences.
+fn reshard(command: &pgscale::sharding::reshard::ReshardCommand) -> ExitCode {
+    use pgscale::sharding::reshard::{run, Outcome};
+    let outcome = runtime(0).and_then(|rt| {
+        let mut out = std::io::stdout();
+        Ok(rt.block_on(run(command, &mut out))?)
+    });
+    match outcome {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Differences) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("pgscale reshard: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

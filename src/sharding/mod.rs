@@ -29,6 +29,7 @@ mod key;
 mod live;
 pub mod merge;
 pub mod plan;
+pub mod reshard;
 pub mod resolve;
 mod ring;
 pub mod rules;
