@@ -11,6 +11,7 @@
 
 mod apply;
 pub mod pgoutput;
+mod target;
 
 use thiserror::Error;
 
@@ -61,8 +62,6 @@ pub enum CatchupError {
     BadTarget { index: usize, count: usize },
     #[error("invalid LSN {0:?}")]
     BadLsn(String),
-    #[error("catch-up apply is not finished yet on this branch")]
-    Unfinished,
 }
 
 /// Decides where a change goes: given the table (unqualified name) and the hash of the row's key
@@ -143,6 +142,31 @@ pub async fn apply_round(
         tables,
         route,
         upto_lsn,
+        apply::Advance::Yes,
+    )
+    .await
+}
+
+/// Test hook: applies one batch like [`apply_round`] and returns WITHOUT advancing the slot, as a
+/// crash between the targets' commit and the advance would; the next round replays that batch.
+#[doc(hidden)]
+pub async fn apply_batch_then_crash(
+    source: &tokio_postgres::Client,
+    targets: &[&tokio_postgres::Client],
+    run_id: &str,
+    source_index: usize,
+    tables: &[CatchupTable],
+    route: Route<'_>,
+) -> Result<Round, CatchupError> {
+    apply::apply_round(
+        source,
+        targets,
+        run_id,
+        source_index,
+        tables,
+        route,
+        None,
+        apply::Advance::CrashBeforeAdvance,
     )
     .await
 }
