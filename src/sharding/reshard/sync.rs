@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::sharding::catchup::{self, CatchupTable, Round};
 
 use super::tables::{configured_tables, TableInfo};
-use super::{catchup_on, Reshard, ReshardError, Shards};
+use super::{catchup_on, on_shard, Reshard, ReshardError, Shards};
 
 /// Where a catch-up stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +85,12 @@ impl Sources {
         .map_err(catchup_on(name))
     }
 
-    /// Rounds on every source until each one's lag is at most `until_lag_bytes`, or a round applied
-    /// nothing and the lag stopped shrinking (the rest is WAL of other tables or still-open
-    /// transactions), or `max_rounds` passed. Prints each round's lag.
+    /// Rounds on every source until its slot has passed every change written before the call
+    /// (also ones still in WAL buffers: with `synchronous_commit = off` a commit returns before
+    /// its WAL is flushed, and only flushed WAL can be decoded) and then the lag is at most
+    /// `until_lag_bytes` or a round applied nothing; at most `max_rounds` rounds per source.
+    /// Prints each round's lag. The lag here is from the WAL insert position, so it counts
+    /// commits not flushed yet.
     pub async fn catch_up(
         &self,
         reshard: &Reshard,
@@ -100,18 +103,23 @@ impl Sources {
         let mut idle = true;
         for (source, _) in &self.tables {
             let name = &reshard.old_names()[*source];
-            let mut previous_lag = u64::MAX;
+            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let goal: String = client
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(on_shard(name, "reading the WAL position"))?
+                .get(0);
             for round_no in 1..=max_rounds.max(1) {
                 let round = self.round(reshard, shards, *source, None).await?;
+                let (passed, lag) = slot_position(reshard, client, *source, &goal).await?;
                 writeln!(
                     out,
-                    "catch-up {name}: round {round_no}: {} change(s) applied, lag {} byte(s)",
-                    round.changes_applied, round.lag_bytes
+                    "catch-up {name}: round {round_no}: {} change(s) applied, lag {lag} byte(s)",
+                    round.changes_applied
                 )?;
-                let stalled = round.changes_applied == 0 && round.lag_bytes >= previous_lag;
-                previous_lag = round.lag_bytes;
-                if round.lag_bytes <= until_lag_bytes || stalled || round_no == max_rounds {
-                    worst = worst.max(round.lag_bytes);
+                let settled = passed && (lag <= until_lag_bytes || round.changes_applied == 0);
+                if settled || round_no == max_rounds {
+                    worst = worst.max(lag);
                     idle &= round.changes_applied == 0;
                     break;
                 }
@@ -146,4 +154,35 @@ impl Sources {
         }
         Ok(())
     }
+}
+
+/// Whether `source`'s slot has confirmed everything up to `goal`, and its lag behind the WAL
+/// insert position in bytes.
+pub async fn slot_position(
+    reshard: &Reshard,
+    client: &tokio_postgres::Client,
+    source: usize,
+    goal: &str,
+) -> Result<(bool, u64), ReshardError> {
+    let name = &reshard.old_names()[source];
+    let slot = catchup::slot_name(&reshard.run_id, source);
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn >= $2::text::pg_lsn, \
+             greatest(pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn), 0)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot, &goal],
+        )
+        .await
+        .map_err(on_shard(name, "reading the replication slot"))?
+        .ok_or_else(|| ReshardError::Catchup {
+            shard: name.clone(),
+            message: format!("the replication slot {slot} is missing (was `reshard copy` run?)"),
+        })?;
+    let passed: Option<bool> = row.get(0);
+    let lag: Option<i64> = row.get(1);
+    Ok((
+        passed.unwrap_or(false),
+        lag.map_or(0, |l| u64::try_from(l).unwrap_or(0)),
+    ))
 }
