@@ -374,3 +374,68 @@ async fn bad_input_is_refused_with_a_clear_message_and_nonzero_exit() {
         expect_error(&run_with(old, new, "plan").await, needle);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_the_copy_reach_the_new_shard() {
+    let env = std::sync::Arc::new(ReshardEnv::start("concurrent").await);
+    env.load(6_000).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A writer on both sources (each key on the shard the OLD ring gives): updates, inserts and
+    // deletes, many of them to moving keys, until the copy has finished.
+    let writer = {
+        let (env, stop) = (env.clone(), stop.clone());
+        tokio::spawn(async move {
+            let old = env.old_ring();
+            let clients = [env.client(0).await, env.client(1).await];
+            let mut writes = 0u64;
+            let mut next_id = 500_000i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || writes < 300 {
+                let id = 1 + (writes as i64 * 7919) % 6_000;
+                let client = &clients[owner(&old, id)];
+                let sql = match writes % 4 {
+                    0 => format!("UPDATE users SET name = 'w{writes}' WHERE id = {id}"),
+                    1 => format!("UPDATE pitches SET amount = {writes} WHERE user_id = {id}"),
+                    2 => format!(
+                        "BEGIN; DELETE FROM pitches WHERE user_id = {id}; DELETE FROM users WHERE id = {id}; COMMIT"
+                    ),
+                    _ => {
+                        next_id += 1;
+                        let client = &clients[owner(&old, next_id)];
+                        client
+                            .batch_execute(&format!(
+                                "INSERT INTO users (id, name) VALUES ({next_id}, 'new'); \
+                                 INSERT INTO pitches (id, user_id, title) VALUES (1, {next_id}, 'p')"
+                            ))
+                            .await
+                            .expect("insert");
+                        writes += 1;
+                        continue;
+                    }
+                };
+                client.batch_execute(&sql).await.expect("write");
+                writes += 1;
+            }
+            writes
+        })
+    };
+    ok(
+        "copy",
+        &env.cli("copy", &[], &[("PGSCALE_RESHARD_BATCH_ROWS", "100")])
+            .await,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = tokio::time::timeout(std::time::Duration::from_secs(120), writer)
+        .await
+        .expect("writer finishes")
+        .expect("writer");
+    assert!(writes >= 300, "{writes}");
+    let caught = ok(
+        "catchup",
+        &env.cli("catchup", &["--until-lag-bytes", "0"], &[]).await,
+    );
+    assert!(caught.contains("caught up"), "{caught}");
+    assert_target_matches(&env, "users").await;
+    assert_target_matches(&env, "pitches").await;
+    let verified = ok("verify", &env.cli("verify", &[], &[]).await);
+    assert!(!verified.contains("DIFFERENT"), "{verified}");
+}
