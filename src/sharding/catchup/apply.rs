@@ -16,7 +16,7 @@ use crate::sharding::{hash_key, ShardKey};
 /// transactions and memory stays bounded by this plus the largest transaction.
 const BATCH_MESSAGES: i32 = 2000;
 
-/// How long a round waits for the source to flush WAL up to a requested `upto_lsn`.
+/// How long a round waits for the source to flush the WAL it is to decode.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn quote_ident(name: &str) -> String {
@@ -160,12 +160,43 @@ async fn confirmed_lsn(source: &Client, slot: &str) -> Result<u64, CatchupError>
     lsn.map_or(Ok(0), |lsn| parse_lsn(&lsn))
 }
 
-async fn flush_lsn(source: &Client) -> Result<u64, CatchupError> {
+async fn wal_position(source: &Client, function: &str) -> Result<u64, CatchupError> {
     let lsn: String = source
-        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .query_one(&format!("SELECT {function}::text"), &[])
         .await?
         .try_get(0)?;
     parse_lsn(&lsn)
+}
+
+async fn flush_lsn(source: &Client) -> Result<u64, CatchupError> {
+    wal_position(source, "pg_current_wal_flush_lsn()").await
+}
+
+/// The WAL page size and the longest page header: a position just past a header at a page start
+/// is "reached" once the WAL up to the page start is (the header holds no record).
+const WAL_PAGE: u64 = 8192;
+const WAL_PAGE_HEADER_MAX: u64 = 40;
+
+/// Whether WAL up to `position` is all at or before `reached`, allowing for a page header.
+pub(super) fn reached(reached: u64, position: u64) -> bool {
+    reached >= position
+        || (reached.is_multiple_of(WAL_PAGE) && position - reached <= WAL_PAGE_HEADER_MAX)
+}
+
+/// Waits (bounded) until the source has flushed WAL up to `target`; returns where decoding can
+/// stop: `target`, or the flushed position if the wait ran out.
+async fn wait_flushed(source: &Client, target: u64) -> Result<u64, CatchupError> {
+    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+    loop {
+        let flushed = flush_lsn(source).await?;
+        if flushed >= target {
+            return Ok(target);
+        }
+        if reached(flushed, target) || tokio::time::Instant::now() >= deadline {
+            return Ok(flushed);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn advance(source: &Client, slot: &str, lsn: u64) -> Result<(), CatchupError> {
@@ -200,18 +231,14 @@ pub(super) async fn apply_round(
     let slot = slot_name(run_id, source_index);
     let publication = publication_name(run_id);
     let mut confirmed = confirmed_lsn(source, &slot).await?;
-    let requested = upto_lsn.map(parse_lsn).transpose()?;
-    let mut flushed = flush_lsn(source).await?;
-    if let Some(upto) = requested {
-        // Commits before `upto` are decodable once flushed; wait a little for the WAL writer.
-        let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
-        while flushed < upto && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            flushed = flush_lsn(source).await?;
-        }
-    }
-    // Everything committed (and flushed) when the round started, or up to the caller's LSN.
-    let stop = requested.map_or(flushed, |upto| upto.min(flushed));
+    // Everything committed when the round started (the insert position: with asynchronous
+    // commit an acknowledged commit may not be written yet), or up to the caller's LSN; decoding
+    // reads flushed WAL only, so wait (bounded) for the flush to get there.
+    let target = match upto_lsn {
+        Some(upto) => parse_lsn(upto)?,
+        None => wal_position(source, "pg_current_wal_insert_lsn()").await?,
+    };
+    let stop = wait_flushed(source, target).await?;
     let mut round = Round::default();
     let mut sink = Targets::new(tables);
     loop {

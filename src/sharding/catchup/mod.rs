@@ -124,7 +124,9 @@ pub async fn prepare(
 /// pg_current_wal_lsn() at freeze; else everything committed so far, in bounded batches), applies
 /// the routed ones to the targets idempotently in commit order, commits on the targets, then
 /// advances the slot. A crash at any point replays, never loses. `lag_bytes` = source
-/// pg_current_wal_lsn() - slot confirmed_flush_lsn after the round.
+/// pg_current_wal_lsn() - slot confirmed_flush_lsn after the round (see [`lag_bytes`]).
+/// Without `upto_lsn` the round covers every commit acknowledged before it started, even with
+/// asynchronous commit; an `upto_lsn` from `pg_current_wal_insert_lsn()` does too.
 pub async fn apply_round(
     source: &tokio_postgres::Client,
     targets: &[&tokio_postgres::Client],
@@ -171,7 +173,9 @@ pub async fn apply_batch_then_crash(
     .await
 }
 
-/// Lag of the slot in bytes (0 when caught up). Errors if the slot is missing.
+/// Lag of the slot in bytes (0 when caught up). Errors if the slot is missing. Measured from the
+/// WAL insert position (`pg_current_wal_insert_lsn()`), which with asynchronous commit may be ahead
+/// of `pg_current_wal_lsn()`: an acknowledged commit not yet written still counts as lag.
 pub async fn lag_bytes(
     source: &tokio_postgres::Client,
     run_id: &str,
@@ -180,16 +184,19 @@ pub async fn lag_bytes(
     let slot = slot_name(run_id, source_index);
     let row = source
         .query_opt(
-            "SELECT greatest(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::bigint \
+            "SELECT pg_current_wal_insert_lsn()::text, confirmed_flush_lsn::text \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
-        .await?;
-    let lag: i64 = match row {
-        Some(row) => row.try_get::<_, Option<i64>>(0)?.unwrap_or(0),
-        None => return Err(CatchupError::MissingSlot { slot }),
-    };
-    Ok(u64::try_from(lag).unwrap_or(0))
+        .await?
+        .ok_or(CatchupError::MissingSlot { slot })?;
+    let current = apply::parse_lsn(&row.try_get::<_, String>(0)?)?;
+    let confirmed: Option<String> = row.try_get(1)?;
+    let confirmed = confirmed.map_or(Ok(0), |lsn| apply::parse_lsn(&lsn))?;
+    if apply::reached(confirmed, current) {
+        return Ok(0);
+    }
+    Ok(current - confirmed)
 }
 
 /// Drops the slot if it exists (idempotent).
