@@ -4,6 +4,8 @@
 #[path = "common/reshard.rs"]
 mod reshard_env;
 
+use pgscale::sharding::reshard::sync::Sources;
+use pgscale::sharding::reshard::{Phase, Reshard, ReshardArgs, Run, Shards};
 use reshard_env::{ok, owner, rows_where, stderr, stdout, ReshardEnv};
 
 /// Rows of `table` on shard2 equal the sources' rows that the NEW ring gives shard2, exactly.
@@ -429,11 +431,25 @@ async fn writes_during_the_copy_reach_the_new_shard() {
         .expect("writer finishes")
         .expect("writer");
     assert!(writes >= 300, "{writes}");
-    let caught = ok(
-        "catchup",
-        &env.cli("catchup", &["--until-lag-bytes", "0"], &[]).await,
-    );
-    assert!(caught.contains("caught up"), "{caught}");
+    // The library API cutover builds on: the run, the shards, and a drain of every change
+    // written before it (the writer has stopped and each of its writes was acknowledged).
+    let args = ReshardArgs {
+        config: env.old_path.clone(),
+        to: env.new_path.clone(),
+        database: "postgres".into(),
+        user: None,
+        password: None,
+    };
+    let reshard = Reshard::load(&args).expect("load configs");
+    let shards = Shards::connect(&reshard).await.expect("connect shards");
+    let state = reshard.connect_state().await.expect("state");
+    let run = Run::require(&reshard, &state).await.expect("run");
+    assert_eq!(run.phase, Phase::Copied);
+    let sources = Sources::load(&reshard, &shards).await.expect("sources");
+    sources
+        .drain(&reshard, &shards, std::time::Duration::from_secs(60))
+        .await
+        .expect("drain");
     assert_target_matches(&env, "users").await;
     assert_target_matches(&env, "pitches").await;
     let verified = ok("verify", &env.cli("verify", &[], &[]).await);

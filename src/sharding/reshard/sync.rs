@@ -134,6 +134,63 @@ impl Sources {
         })
     }
 
+    /// Applies, on every source, every change written before this call (the WAL insert position
+    /// now, e.g. right after the proxies froze writes to moving keys), waiting at most `timeout`
+    /// in all. For `cutover`: when it returns Ok the targets hold every acknowledged write.
+    pub async fn drain(
+        &self,
+        reshard: &Reshard,
+        shards: &Shards,
+        timeout: Duration,
+    ) -> Result<(), ReshardError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut goals = Vec::new();
+        for (source, _) in &self.tables {
+            let name = &reshard.old_names()[*source];
+            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let goal: String = client
+                .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+                .await
+                .map_err(on_shard(name, "reading the WAL position"))?
+                .get(0);
+            goals.push((*source, goal));
+        }
+        for (source, goal) in &goals {
+            let name = &reshard.old_names()[*source];
+            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let round = self.round(reshard, shards, *source, Some(goal));
+                match tokio::time::timeout(left, round).await {
+                    Ok(result) => drop(result?),
+                    Err(_) => {
+                        return Err(ReshardError::Catchup {
+                            shard: name.clone(),
+                            message: format!(
+                                "did not apply the changes up to {goal} within {} ms",
+                                timeout.as_millis()
+                            ),
+                        })
+                    }
+                }
+                if slot_position(reshard, client, *source, goal).await?.0 {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ReshardError::Catchup {
+                        shard: name.clone(),
+                        message: format!(
+                            "did not apply the changes up to {goal} within {} ms",
+                            timeout.as_millis()
+                        ),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops every source's slot (after cutover) and, with `publications`, its publication.
     pub async fn drop_all(
         reshard: &Reshard,
