@@ -24,6 +24,7 @@
 pub mod budget;
 pub mod copy_split;
 pub mod extract;
+pub mod freeze;
 mod key;
 mod live;
 pub mod merge;
