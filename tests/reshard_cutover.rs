@@ -60,6 +60,23 @@ async fn freeze_holds_only_moving_writes_and_switch_sends_them_to_the_new_shard(
 
     let held = insert_in_background(&r, moving).await;
     until_waiting(&admin, 1).await;
+    // Also held: the simple protocol, a multi-row insert with one moving row, and DDL (every shard).
+    let (simple_key, split_key) = (r.moving_key(moving + 1), r.moving_key(moving + 1000));
+    let staying_row = r.staying_key(1, 5_000);
+    let mut others = Vec::new();
+    for sql in [
+        format!("INSERT INTO users (id, name) VALUES ({simple_key}, 'simple')"),
+        format!(
+            "INSERT INTO users (id, name) VALUES ({split_key}, 'split'), ({staying_row}, 'split')"
+        ),
+        "CREATE INDEX users_name ON users (name)".to_string(),
+    ] {
+        let client = r.env.app().await;
+        others.push(tokio::spawn(async move {
+            client.simple_query(&sql).await.map(drop)
+        }));
+    }
+    until_waiting(&admin, 4).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the write of a moving key waits");
     // Writes of keys that stay, and reads of keys that move, go on.
@@ -82,8 +99,9 @@ async fn freeze_holds_only_moving_writes_and_switch_sends_them_to_the_new_shard(
     let (state, ranges, waiting, frozen_ms, last) = show_reshard(&admin).await;
     assert_eq!(
         (state.as_str(), ranges, waiting, last),
-        ("frozen", moving_ranges, 1, None)
+        ("frozen", moving_ranges, 4, None)
     );
+    assert!(others.iter().all(|o| !o.is_finished()));
     assert!(frozen_ms >= 500, "{frozen_ms}");
     assert!(!held.is_finished());
 
@@ -110,10 +128,24 @@ async fn freeze_holds_only_moving_writes_and_switch_sends_them_to_the_new_shard(
         vec![2],
         "the held write went to shard2"
     );
+    for other in others {
+        within("held statement", other)
+            .await
+            .expect("join")
+            .expect("held statement runs after SWITCH");
+    }
+    assert_eq!(r.holders(simple_key).await, vec![2]);
+    assert_eq!(r.holders(split_key).await, vec![2]);
+    assert_eq!(r.holders(staying_row).await, vec![1]);
+    assert_eq!(
+        r.with_index("users_name").await,
+        vec![0, 1, 2],
+        "the held DDL ran on the new shard too"
+    );
     assert_eq!(r.holders(staying).await, vec![0]);
 
     // Afterwards: moving keys live on shard2 (for an old client too), the others stay.
-    let moving2 = r.moving_key(moving + 1);
+    let moving2 = r.moving_key(split_key + 1);
     let staying1 = r.staying_key(1, 1);
     for id in [moving2, staying1] {
         app.execute("INSERT INTO users (id, name) VALUES ($1, 'after')", &[&id])

@@ -75,16 +75,43 @@ impl Reshard {
             .expect("a staying key")
     }
 
+    /// Which of the three servers have an index named `name`.
+    pub async fn with_index(&self, name: &str) -> Vec<usize> {
+        let mut found = Vec::new();
+        for i in 0..3 {
+            let n: i64 = self
+                .server(i)
+                .await
+                .query_one(
+                    "SELECT count(*) FROM pg_indexes WHERE indexname = $1",
+                    &[&name],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            if n > 0 {
+                found.push(i);
+            }
+        }
+        found
+    }
+
+    /// A direct connection to server `i` (2: the new shard).
+    async fn server(&self, i: usize) -> Client {
+        if i < 2 {
+            self.env.direct_to_shard(i).await
+        } else {
+            direct(&self.new_shard).await
+        }
+    }
+
     /// Which of the three servers hold user `id` (read directly).
     pub async fn holders(&self, id: i64) -> Vec<usize> {
         let mut found = Vec::new();
         for i in 0..3 {
-            let client = if i < 2 {
-                self.env.direct_to_shard(i).await
-            } else {
-                direct(&self.new_shard).await
-            };
-            let n: i64 = client
+            let n: i64 = self
+                .server(i)
+                .await
                 .query_one("SELECT count(*) FROM users WHERE id = $1", &[&id])
                 .await
                 .expect("count")
