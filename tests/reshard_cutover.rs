@@ -203,8 +203,29 @@ async fn abort_timeout_cancel_and_disconnect_release_on_the_old_ring() {
     assert_eq!(r.holders(moving).await, vec![r.env.user_shard(moving)]);
     assert_eq!(show_reshard(&admin).await.0, "aborted");
 
+    // COPY FROM cannot tell its keys in advance: it waits too.
+    let copied = r.moving_key(moving + 1);
+    simple_rows(&admin, &r.freeze_sql(60_000))
+        .await
+        .expect("FREEZE");
+    let copier = r.env.app().await;
+    let copy = tokio::spawn(async move {
+        use futures_util::SinkExt;
+        let sink = copier.copy_in("COPY users (id, name) FROM STDIN").await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(format!("{copied}\tcopied\n")))
+            .await?;
+        sink.finish().await
+    });
+    until_waiting(&admin, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!copy.is_finished(), "COPY FROM waits");
+    simple_rows(&admin, "RESHARD ABORT").await.expect("ABORT");
+    assert_eq!(within("copy", copy).await.expect("join").expect("copy"), 1);
+    assert_eq!(r.holders(copied).await, vec![r.env.user_shard(copied)]);
+
     // A waiting client that cancels gets 57014 and stops waiting; one that leaves is not counted.
-    let moving = r.moving_key(moving + 1);
+    let moving = r.moving_key(copied + 1);
     simple_rows(&admin, &r.freeze_sql(60_000))
         .await
         .expect("FREEZE");
@@ -357,6 +378,18 @@ async fn bad_freezes_and_out_of_turn_commands_are_refused() {
         .expect_err("no file");
     assert_eq!(sqlstate(&e).as_deref(), Some("22023"));
     assert_eq!(show_reshard(&admin).await.0, "idle", "nothing frozen");
+    // The extended protocol too (drivers).
+    let row = admin
+        .query_one("SHOW RESHARD", &[])
+        .await
+        .expect("extended");
+    assert_eq!(row.get::<_, String>("state"), "idle");
+    assert_eq!(row.get::<_, Option<i64>>("last_pause_ms"), None);
+    let e = admin
+        .query("RESHARD ABORT", &[])
+        .await
+        .expect_err("not frozen");
+    assert_eq!(sqlstate(&e).as_deref(), Some("55000"));
     // Writes go on.
     env.exec_on_all_shards(pgscale::demo::SAMPLE_SCHEMA).await;
     let app = env.app().await;
