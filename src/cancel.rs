@@ -33,6 +33,9 @@ pub struct CancelSlot {
     current: Mutex<Option<Attached>>,
     /// A query of the client is running on the attached server (sent, not fully answered).
     busy: AtomicBool,
+    /// The client waits in the proxy (a resharding freeze): a cancel ends that wait.
+    waiting: AtomicBool,
+    interrupt: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -51,6 +54,17 @@ impl CancelSlot {
     /// sees the answer, so a cancel it sends afterwards is not forwarded).
     pub fn set_busy(&self, busy: bool) {
         self.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Waits until a cancel request for this client arrives (a wait inside the proxy that the
+    /// client may cancel, as it would cancel a query). Only one such wait at a time.
+    pub async fn cancelled(&self) {
+        let notified = self.interrupt.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.waiting.store(true, Ordering::SeqCst);
+        let _clear = ClearOnDrop(&self.waiting);
+        notified.await;
     }
 
     /// The client gives its server back: no further cancel is forwarded to it; the result tells
@@ -73,6 +87,14 @@ impl CancelSlot {
         }
         let guard = attached.cancels.clone().try_read_owned().ok()?;
         Some((attached.key.clone(), guard))
+    }
+}
+
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -128,6 +150,11 @@ impl CancelRegistry {
     /// does.
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let slot = self.clients.get(&(pid, secret)).map(|slot| slot.clone());
+        if let Some(slot) = slot.as_deref().filter(|s| s.waiting.load(Ordering::SeqCst)) {
+            tracing::debug!(pid, "cancel request ends a wait in the proxy");
+            slot.interrupt.notify_waiters();
+            return;
+        }
         match slot.as_deref().and_then(CancelSlot::target) {
             Some((key, done)) => {
                 tracing::debug!(pid, server = %key.addr, server_pid = key.pid, "forwarding cancel request");

@@ -53,8 +53,7 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
 
 async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
     let path = shared
-        .config_path
-        .clone()
+        .current_config_path()
         .ok_or(ReloadError::NoConfigFile)?;
     let loaded = tokio::task::spawn_blocking(move || {
         let config = Config::load(&path).map_err(|e| ReloadError::Load(e.to_string()))?;
@@ -70,6 +69,19 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
     if !problems.is_empty() {
         return Err(ReloadError::NeedsRestart(problems));
     }
+    let changes = install_config(shared, config, scram_secrets).await?;
+    Ok(Reloaded { changes })
+}
+
+/// Installs a validated config: sessions move to its pools at their next transaction, pools of
+/// servers that left close, health pollers restart if the servers changed. Returns what changed.
+/// Callers hold `shared.reloading`. Also resharding's `RESHARD SWITCH`, whose config may add shards.
+pub(crate) async fn install_config(
+    shared: &Arc<Shared>,
+    config: Config,
+    scram_secrets: std::collections::HashMap<String, crate::protocol::scram::ScramSecret>,
+) -> Result<Vec<String>, ReloadError> {
+    let old = shared.live();
     let topology =
         Arc::new(Topology::reusing(&config, &old.topology).map_err(ReloadError::Topology)?);
     let changes = describe_changes(&old.config, &config);
@@ -129,7 +141,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
             *health = Some(pollers);
         }
     }
-    Ok(Reloaded { changes })
+    Ok(changes)
 }
 
 /// The settings a running proxy cannot take on, each with why.
@@ -244,7 +256,7 @@ fn backends_differ(old: &Topology, new: &Topology) -> bool {
 }
 
 /// A section as TOML text, to compare two configs field by field without listing every field.
-fn toml_of<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn toml_of<T: serde::Serialize>(value: &T) -> String {
     #[derive(serde::Serialize)]
     struct Wrap<'a, T> {
         v: &'a T,

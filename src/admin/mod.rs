@@ -9,6 +9,7 @@
 mod commands;
 mod config_table;
 mod known;
+pub(crate) mod reshard;
 mod show;
 mod table;
 
@@ -337,6 +338,11 @@ impl Console {
                 let columns = self.show(what);
                 columns.write_description(&mut self.out, &formats);
             }
+            Ok(command) if reshard::columns(&command).is_some() => {
+                if let Some(columns) = reshard::columns(&command) {
+                    columns.write_description(&mut self.out, &formats);
+                }
+            }
             _ => codec::put_frame(&mut self.out, b'n', &[]),
         }
     }
@@ -397,6 +403,13 @@ impl Console {
         match command {
             Command::Empty => Ok(None),
             Command::Show(what) => Ok(Some(self.show(*what))),
+            Command::ReshardFreeze { path, timeout_ms } => {
+                reshard::freeze(&shared, &self.user, path, *timeout_ms)
+                    .await
+                    .map(Some)
+            }
+            Command::ReshardSwitch => reshard::switch(&shared, &self.user).await.map(Some),
+            Command::ReshardAbort => reshard::abort(&shared, &self.user).await.map(Some),
             Command::Reload => match crate::reload::reload(&shared).await {
                 Ok(reloaded) => {
                     let changed = if reloaded.changes.is_empty() {
@@ -459,6 +472,7 @@ fn tag_of(command: &Command) -> String {
         Command::Pause(_) => "PAUSE",
         Command::Resume(_) => "RESUME",
         Command::Reconnect(_) => "RECONNECT",
+        Command::ReshardFreeze { .. } | Command::ReshardSwitch | Command::ReshardAbort => "RESHARD",
         Command::Empty => "",
     }
     .to_string()

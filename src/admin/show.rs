@@ -22,6 +22,7 @@ pub fn show(what: Show, shared: &Shared) -> Table {
         Show::Databases => databases(shared),
         Show::Config => super::config_table::config(&shared.config()),
         Show::Shards => shards(shared),
+        Show::Reshard => super::reshard::show(shared),
         Show::Version => {
             let mut table = Table::new(&[("version", Kind::Text)]);
             table.push(vec![text(format!("pgscale {}", env!("CARGO_PKG_VERSION")))]);

@@ -15,6 +15,8 @@ pub(crate) struct Meter {
     pub db: Arc<DbStats>,
     /// The pass through this database's `PAUSE` gate, held while the session uses servers.
     pub pass: Option<Pass>,
+    /// The resharding era the session's current use of servers began in (sharded proxies).
+    pub ticket: Option<crate::sharding::freeze::Ticket>,
     /// `[log] statements`: statement texts are logged (debugging only).
     pub log_statements: bool,
     request_started: Option<Instant>,
@@ -34,6 +36,7 @@ impl Meter {
             listing,
             db,
             pass: None,
+            ticket: None,
             log_statements,
             request_started: None,
             xact_started: None,
@@ -139,6 +142,9 @@ impl Session {
             })
             .await;
         self.meter.pass = Some(pass);
+        if let Some(sharding) = &self.shared.sharding {
+            self.meter.ticket = Some(sharding.cutover.ticket());
+        }
         // After the gate: a switchover (PAUSE, RELOAD with a new primary, RESUME) is picked up by
         // the clients it held.
         if self.server.is_none() {
@@ -150,6 +156,7 @@ impl Session {
     pub(super) fn leave_gate_if_idle(&mut self) {
         if self.meter.pass.is_some() && self.server.is_none() && self.is_idle() {
             self.meter.pass = None;
+            self.meter.ticket = None;
             self.meter.set_state(ClientState::Idle);
         }
     }

@@ -8,6 +8,7 @@
 mod atomic_writes;
 mod client_side;
 mod copy_split;
+mod cutover;
 mod fanout;
 mod fanout_read;
 pub mod functions;
@@ -73,6 +74,10 @@ pub struct Shared {
     pub generation: AtomicU64,
     /// The file the config came from (what `RELOAD` and SIGHUP re-read).
     pub config_path: Option<PathBuf>,
+    /// The config file `RESHARD SWITCH` adopted (re-read by later reloads instead).
+    pub(crate) adopted_config_path: Mutex<Option<PathBuf>>,
+    /// The config a `RESHARD FREEZE` loaded, installed by `RESHARD SWITCH`.
+    pub(crate) reshard_pending: Mutex<Option<crate::admin::reshard::PendingSwitch>>,
     pub pools: Arc<Pools>,
     /// Counters and client registry behind `SHOW` and the metrics.
     pub stats: Stats,
@@ -121,6 +126,8 @@ impl Shared {
             }),
             generation: AtomicU64::new(0),
             config_path,
+            adopted_config_path: Mutex::new(None),
+            reshard_pending: Mutex::new(None),
             stats: Stats::new(),
             gates: Arc::new(Gates::default()),
             metrics: Metrics::new(),
@@ -149,6 +156,12 @@ impl Shared {
     /// The config in force (a reload may replace it; hold the `Arc` for a consistent view).
     pub fn config(&self) -> Arc<Config> {
         self.live.load().config.clone()
+    }
+
+    /// The config file reloads read: the one `RESHARD SWITCH` adopted, else the one started from.
+    pub fn current_config_path(&self) -> Option<PathBuf> {
+        let adopted = self.adopted_config_path.lock().ok().and_then(|p| p.clone());
+        adopted.or_else(|| self.config_path.clone())
     }
 
     /// Every backend server as of the last reload.

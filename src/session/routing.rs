@@ -82,7 +82,7 @@ pub(super) struct Routing {
     /// No message of the held unit changes the client's statement names (so it can be replayed).
     retryable: bool,
     /// Named statements parsed in the held unit (registered only when it is sent): name, plan, text.
-    unit_statements: Vec<(Vec<u8>, Arc<Plan>, Arc<str>)>,
+    pub(super) unit_statements: Vec<(Vec<u8>, Arc<Plan>, Arc<str>)>,
     /// The unnamed statement's plan, text and parameter types (its keys are read at Bind).
     unnamed_plan: Option<(Arc<Plan>, Arc<str>, Bytes)>,
     pub(super) retry: Option<Retry>,
@@ -91,6 +91,10 @@ pub(super) struct Routing {
     /// Per shard: when this client last committed a write on its primary, and a primary WAL
     /// position at or past that write once known.
     pub(super) writes: Vec<LastWrite>,
+    /// The ring version the held unit's shard needs were read on (resharding swaps rings).
+    pub(super) ring_seen: Option<u64>,
+    /// While a resharding freeze is checked: whether the unit writes keys that move.
+    pub(super) freeze_probe: Option<Box<super::cutover::FreezeProbe>>,
 }
 
 /// A `BEGIN` the proxy answered itself: its text, and the access mode it said (None: not said).
@@ -132,6 +136,8 @@ impl Routing {
             unnamed_plan: None,
             retry: None,
             attached: None,
+            ring_seen: None,
+            freeze_probe: None,
         }
     }
 
@@ -360,7 +366,7 @@ impl Session {
     }
 
     /// Feeds what one message says about its statements into the unit's routing.
-    fn note_for_routing(&mut self, tag: u8, frame: &[u8]) -> Result<(), String> {
+    pub(super) fn note_for_routing(&mut self, tag: u8, frame: &[u8]) -> Result<(), String> {
         let body = &frame[codec::HEADER_LEN..];
         let mut reader = BodyReader::new(body);
         let bad = |what: &str, e: codec::CodecError| format!("invalid {what} message: {e}");
@@ -484,6 +490,11 @@ impl Session {
     /// Routes a complete unit (its messages are `frames`), attaches a server for it and sends it.
     async fn dispatch(&mut self, frames: Bytes) -> Flow {
         self.enter_gate().await;
+        if self.shared.sharding.is_some() {
+            if let Some(flow) = self.cutover_gate(&frames).await {
+                return flow;
+            }
+        }
         if let Some(routing) = self.routing.as_deref_mut() {
             routing.unit_statements.clear();
         }

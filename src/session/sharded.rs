@@ -139,7 +139,11 @@ impl Session {
         let Some(routing) = self.routing.as_deref_mut() else {
             return;
         };
+        routing.ring_seen.get_or_insert(sharding.ring_version());
         for statement in plan.statements.iter() {
+            if let Some(probe) = routing.freeze_probe.as_deref_mut() {
+                probe.check(statement, sql, None, &routing.catalog.current());
+            }
             routing
                 .shard_fold
                 .add(Session::shard_need(&sharding, statement, sql, None));
@@ -168,7 +172,11 @@ impl Session {
                 return;
             }
         };
+        routing.ring_seen.get_or_insert(sharding.ring_version());
         for statement in plan.statements.iter() {
+            if let Some(probe) = routing.freeze_probe.as_deref_mut() {
+                probe.check(statement, sql, Some(&bind), &routing.catalog.current());
+            }
             routing
                 .shard_fold
                 .add(Session::shard_need(&sharding, statement, sql, Some(&bind)));

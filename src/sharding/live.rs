@@ -20,6 +20,9 @@ pub struct Sharding {
     pub allow_broadcast_writes: bool,
     /// What every fan-out read together may hold (`sharding.fanout_memory_budget_bytes`).
     pub fanout_budget: Arc<MemoryBudget>,
+    /// Resharding's cutover: the freeze of writes to moving keys, and the ring's version.
+    pub cutover: super::freeze::Cutover,
+    ring_version: std::sync::atomic::AtomicU64,
 }
 
 impl Sharding {
@@ -35,6 +38,8 @@ impl Sharding {
             default_shard,
             allow_broadcast_writes,
             fanout_budget: MemoryBudget::new(super::budget::DEFAULT_BYTES),
+            cutover: Default::default(),
+            ring_version: Default::default(),
         }
     }
 
@@ -52,6 +57,13 @@ impl Sharding {
     /// Replaces the ring whole (resharding's cutover).
     pub fn swap_ring(&self, ring: Ring) {
         self.ring.store(Arc::new(ring));
+        self.ring_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bumped by each [`Sharding::swap_ring`]: a unit noted on an older ring is noted again.
+    pub fn ring_version(&self) -> u64 {
+        self.ring_version.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many shards the ring has.

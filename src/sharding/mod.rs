@@ -25,6 +25,7 @@ pub mod budget;
 pub mod catchup;
 pub mod copy_split;
 pub mod extract;
+pub mod freeze;
 mod key;
 mod live;
 pub mod merge;
