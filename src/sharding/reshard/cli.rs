@@ -57,6 +57,22 @@ pub enum ReshardCommand {
         #[command(flatten)]
         args: ReshardArgs,
     },
+    /// Switches the running proxies to NEW: writes to moving keys pause (bounded by
+    /// `--timeout-ms`) while the last changes are applied; any failure aborts to the old ring.
+    Cutover {
+        #[command(flatten)]
+        args: ReshardArgs,
+        /// Admin console URL of a proxy (`postgres://admin:pw@host:6432/pgscale`); give every
+        /// proxy that routes to these shards.
+        #[arg(long = "proxy", required = true)]
+        proxies: Vec<String>,
+        /// The longest the writes to moving keys may pause; past it the cutover aborts.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// Catch up until every source's lag is at most this before freezing.
+        #[arg(long, default_value_t = 65536)]
+        lag_before_freeze: u64,
+    },
     /// After cutover: deletes the moved rows from the sources and drops the replication slots.
     Cleanup {
         #[command(flatten)]
@@ -105,6 +121,20 @@ pub async fn run(command: &ReshardCommand, out: &mut dyn Write) -> Result<Outcom
             if !super::verify::verify(&reshard, out).await?.ok() {
                 return Ok(Outcome::Differences);
             }
+        }
+        ReshardCommand::Cutover {
+            args,
+            proxies,
+            timeout_ms,
+            lag_before_freeze,
+        } => {
+            let reshard = Reshard::load(args)?;
+            let options = super::cutover::CutoverOptions {
+                proxies: proxies.clone(),
+                timeout: Duration::from_millis(*timeout_ms),
+                lag_before_freeze: *lag_before_freeze,
+            };
+            super::cutover::cutover(&reshard, &options, out).await?;
         }
         ReshardCommand::Cleanup { args } => {
             let reshard = Reshard::load(args)?;

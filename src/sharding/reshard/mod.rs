@@ -6,6 +6,7 @@
 //! - [`copy`]: creates the run's state and the catch-up's slots, then copies the moving rows in
 //!   primary-key batches, resumably, then catches up with the writes made meanwhile;
 //! - [`verify`]: compares the moving rows on each source with the target, by row checksums;
+//! - [`cutover`]: the running proxies switch to NEW with a short pause of writes to moving keys;
 //! - [`cleanup`]: after cutover, deletes the moved rows from the sources;
 //! - [`state`]: the run (phase, per-table progress) kept in the OLD config's first shard, so a
 //!   crashed command resumes and `cutover` (written on top of this module) finds the run.
@@ -17,6 +18,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod connect;
 pub mod copy;
+pub mod cutover;
 pub mod plan;
 pub mod state;
 pub mod sync;
@@ -115,6 +117,8 @@ pub enum ReshardError {
     Catchup { shard: String, message: String },
     #[error("stopped after {0} batch(es) as PGSCALE_RESHARD_STOP_AFTER_BATCHES asked (a test knob); rerun to resume")]
     StoppedForTest(u64),
+    #[error("cutover: {0}")]
+    Cutover(String),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
