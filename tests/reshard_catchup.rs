@@ -177,6 +177,14 @@ async fn catchup_replays_routed_changes_idempotently() {
         "UPDATE users SET name = NULL, bio = NULL WHERE id = 22",
     )
     .await;
+    // Quotes, backslashes, non-ASCII and a `$1` survive the trip.
+    assert!([21, 36, 37, 38].into_iter().any(routed));
+    exec(
+        &source,
+        r"UPDATE users SET name = E'o''brien \\ back\\slash \n ünï 🦀', bio = '$1 ''x'''
+            WHERE id IN (21, 36, 37, 38)",
+    )
+    .await;
     exec(&source, "DELETE FROM users WHERE id IN (23, 24, 25)").await;
     exec(
         &source,
