@@ -455,3 +455,67 @@ async fn writes_during_the_copy_reach_the_new_shard() {
     let verified = ok("verify", &env.cli("verify", &[], &[]).await);
     assert!(!verified.contains("DIFFERENT"), "{verified}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_copy_resumes_and_copies_every_row_once() {
+    let env = ReshardEnv::start("killed").await;
+    env.load(6_000).await;
+    let new = env.new_ring();
+    let moving_users = (1..=6_000).filter(|&k| owner(&new, k) == 2).count();
+    // Small batches make the copy long enough to be killed in the middle.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgscale"))
+        .args(["reshard", "copy", "--config"])
+        .arg(&env.old_path)
+        .arg("--to")
+        .arg(&env.new_path)
+        .env("PGSCALE_RESHARD_BATCH_ROWS", "10")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start copy");
+    let state = env.client(0).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let exists: bool = state
+            .query_one(
+                "SELECT to_regclass('pgscale_reshard.copy_progress') IS NOT NULL",
+                &[],
+            )
+            .await
+            .expect("state table")
+            .get(0);
+        let copied: i64 = if exists {
+            state
+                .query_one(
+                    "SELECT coalesce(sum(rows_copied), 0)::bigint FROM pgscale_reshard.copy_progress",
+                    &[],
+                )
+                .await
+                .expect("progress")
+                .get(0)
+        } else {
+            0
+        };
+        if copied > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().expect("kill the copy");
+    let _ = child.wait();
+    let status = ok("status", &env.cli("status", &[], &[]).await);
+    assert!(status.contains("in progress"), "killed too late?\n{status}");
+
+    let resumed = ok("resumed copy", &env.cli("copy", &[], &[]).await);
+    assert!(
+        resumed.contains(&format!("copied users: {moving_users} row(s)")),
+        "{resumed}"
+    );
+    assert_eq!(assert_target_matches(&env, "users").await, moving_users);
+    assert_target_matches(&env, "pitches").await;
+    ok("verify", &env.cli("verify", &[], &[]).await);
+}

@@ -119,7 +119,7 @@ async fn exec(client: &Client, sql: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catchup_replays_routed_changes_idempotently() {
-    let ((_src_pg, source), (_dst_pg, target)) = tokio::join!(server(true), server(false));
+    let ((src_pg, source), (_dst_pg, target)) = tokio::join!(server(true), server(false));
     exec(&source, SCHEMA).await;
     exec(&target, SCHEMA).await;
     // Rows from before the slot: the copy's business, emulated below.
@@ -175,6 +175,14 @@ async fn catchup_replays_routed_changes_idempotently() {
     exec(
         &source,
         "UPDATE users SET name = NULL, bio = NULL WHERE id = 22",
+    )
+    .await;
+    // Quotes, backslashes, non-ASCII and a `$1` survive the trip.
+    assert!([21, 36, 37, 38].into_iter().any(routed));
+    exec(
+        &source,
+        r"UPDATE users SET name = E'o''brien \\ back\\slash \n ünï 🦀', bio = '$1 ''x'''
+            WHERE id IN (21, 36, 37, 38)",
     )
     .await;
     exec(&source, "DELETE FROM users WHERE id IN (23, 24, 25)").await;
@@ -299,6 +307,37 @@ async fn catchup_replays_routed_changes_idempotently() {
     assert!(has(after).await);
     assert_target_matches(&source, &target).await;
 
+    // A transaction open across a round (which moves the slot past its first change) is
+    // replayed once it commits.
+    let open_id = (3000..).find(|&i| routed(i)).expect("a routed key");
+    let other = within("connect", connect(&src_pg.superuser_url("postgres"))).await;
+    exec(
+        &other,
+        &format!("BEGIN; INSERT INTO users VALUES ({open_id}, 'open', 'x')"),
+    )
+    .await;
+    catch_up(&source, &target).await;
+    assert!(!has(open_id).await);
+    exec(&other, "COMMIT").await;
+    catch_up(&source, &target).await;
+    assert!(has(open_id).await);
+
+    // Many transactions: one round takes several bounded batches.
+    exec(
+        &source,
+        "DO $$ BEGIN FOR i IN 1..40 LOOP \
+         INSERT INTO pitches SELECT 2000 + i, p, 'bulk', p FROM generate_series(1, 100) p; \
+         COMMIT; END LOOP; END $$",
+    )
+    .await;
+    let bulk = catch_up(&source, &target).await;
+    assert_eq!(
+        bulk.changes_applied + bulk.changes_skipped,
+        4000,
+        "{bulk:?}"
+    );
+    assert_target_matches(&source, &target).await;
+
     // Cleanup is idempotent; afterwards the slot is gone.
     for _ in 0..2 {
         catchup::drop_slot(&source, "t1", 0)
@@ -331,6 +370,11 @@ async fn catchup_refuses_what_it_cannot_replay() {
         .await
         .expect_err("no slot");
     assert!(matches!(err, CatchupError::MissingSlot { .. }), "{err}");
+
+    let err = catchup::prepare(&source, "t2", 0, &[])
+        .await
+        .expect_err("no tables");
+    assert!(matches!(err, CatchupError::NoTables), "{err}");
 
     // Tables without a primary key containing the shard key, or missing.
     exec(

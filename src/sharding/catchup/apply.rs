@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_postgres::Client;
 
@@ -15,9 +14,6 @@ use crate::sharding::{hash_key, ShardKey};
 /// Rows (messages) per peek; decoding stops at the first commit past it, so a batch holds whole
 /// transactions and memory stays bounded by this plus the largest transaction.
 const BATCH_MESSAGES: i32 = 2000;
-
-/// How long a round waits for the source to flush the WAL it is to decode.
-const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -50,6 +46,9 @@ pub(super) async fn prepare(
     source_index: usize,
     tables: &[CatchupTable],
 ) -> Result<(), CatchupError> {
+    if tables.is_empty() {
+        return Err(CatchupError::NoTables);
+    }
     let wal_level: String = source.query_one("SHOW wal_level", &[]).await?.try_get(0)?;
     if wal_level != "logical" {
         return Err(CatchupError::NotLogical { actual: wal_level });
@@ -183,20 +182,23 @@ pub(super) fn reached(reached: u64, position: u64) -> bool {
         || (reached.is_multiple_of(WAL_PAGE) && position - reached <= WAL_PAGE_HEADER_MAX)
 }
 
-/// Waits (bounded) until the source has flushed WAL up to `target`; returns where decoding can
-/// stop: `target`, or the flushed position if the wait ran out.
-async fn wait_flushed(source: &Client, target: u64) -> Result<u64, CatchupError> {
-    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
-    loop {
-        let flushed = flush_lsn(source).await?;
-        if flushed >= target {
-            return Ok(target);
-        }
-        if reached(flushed, target) || tokio::time::Instant::now() >= deadline {
-            return Ok(flushed);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Where decoding can stop to cover `target`: decoding reads flushed WAL only, so when the
+/// source has not flushed that far (asynchronous commit, or WAL of transactions still open), a
+/// tiny synchronously committed transaction makes it flush everything before its commit record
+/// (it must write WAL to be flushed: a transactional logical message, which `pgoutput` does not
+/// send without its `messages` option).
+async fn flushed_up_to(source: &Client, target: u64) -> Result<u64, CatchupError> {
+    let flushed = flush_lsn(source).await?;
+    if reached(flushed, target) {
+        return Ok(flushed);
     }
+    source
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on; \
+             SELECT pg_logical_emit_message(true, 'pgscale_reshard_flush', ''); COMMIT",
+        )
+        .await?;
+    flush_lsn(source).await
 }
 
 async fn advance(source: &Client, slot: &str, lsn: u64) -> Result<(), CatchupError> {
@@ -232,13 +234,17 @@ pub(super) async fn apply_round(
     let publication = publication_name(run_id);
     let mut confirmed = confirmed_lsn(source, &slot).await?;
     // Everything committed when the round started (the insert position: with asynchronous
-    // commit an acknowledged commit may not be written yet), or up to the caller's LSN; decoding
-    // reads flushed WAL only, so wait (bounded) for the flush to get there.
-    let target = match upto_lsn {
-        Some(upto) => parse_lsn(upto)?,
-        None => wal_position(source, "pg_current_wal_insert_lsn()").await?,
+    // commit an acknowledged commit may not be written yet), or up to the caller's LSN.
+    let stop = match upto_lsn {
+        Some(upto) => {
+            let upto = parse_lsn(upto)?;
+            flushed_up_to(source, upto).await?.min(upto)
+        }
+        None => {
+            let target = wal_position(source, "pg_current_wal_insert_lsn()").await?;
+            flushed_up_to(source, target).await?
+        }
     };
-    let stop = wait_flushed(source, target).await?;
     let mut round = Round::default();
     let mut sink = Targets::new(tables);
     loop {
@@ -503,6 +509,13 @@ mod tests {
         for bad in ["", "0", "x/1", "1/", "1/2/3", "100000000/0"] {
             assert!(parse_lsn(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_page_header_is_not_lag() {
+        assert!(reached(100, 100) && reached(200, 100) && !reached(100, 101));
+        assert!(reached(8192, 8192 + 24) && reached(8192, 8192 + 40));
+        assert!(!reached(8192, 8192 + 48) && !reached(8100, 8192 + 24));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum CatchupError {
          (set it in postgresql.conf and restart the server)"
     )]
     NotLogical { actual: String },
+    #[error("no sharded tables to replicate")]
+    NoTables,
     #[error("table {table} does not exist on the source")]
     MissingTable { table: String },
     #[error(

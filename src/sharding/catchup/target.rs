@@ -1,6 +1,7 @@
 //! Applying decoded changes on a target shard: upsert by primary key, delete by primary key, each
-//! value sent as text and cast by Postgres to the target column's type, in one transaction per
-//! target per batch.
+//! value sent as a text literal cast by Postgres to the target column's type, in one transaction
+//! per target per batch. Statements are sent many at a time (one simple query per chunk), so a
+//! large backlog costs few round trips.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,19 @@ pub(super) struct Targets<'t> {
     tables: &'t [CatchupTable],
     described: HashMap<(usize, usize), Arc<TargetTable>>,
     statements: HashMap<(usize, String), Statement>,
+    /// Statements not sent yet (the open transaction's next chunk).
+    pending: String,
+}
+
+/// A chunk is sent once its text passes this size.
+const CHUNK_BYTES: usize = 512 * 1024;
+
+/// A text value as a literal that means the same whatever `standard_conforming_strings` says.
+fn literal(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".to_owned(),
+        Some(v) => format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''")),
+    }
 }
 
 type Params = Vec<Option<String>>;
@@ -68,6 +82,7 @@ impl<'t> Targets<'t> {
             tables,
             described: HashMap::new(),
             statements: HashMap::new(),
+            pending: String::new(),
         }
     }
 
@@ -79,6 +94,7 @@ impl<'t> Targets<'t> {
         index: usize,
         ops: &[Op],
     ) -> Result<(), CatchupError> {
+        self.pending.clear();
         target.batch_execute("BEGIN").await?;
         let mut result = Ok(());
         for op in ops {
@@ -86,6 +102,9 @@ impl<'t> Targets<'t> {
             if result.is_err() {
                 break;
             }
+        }
+        if result.is_ok() {
+            result = self.flush(target).await;
         }
         match result {
             Ok(()) => {
@@ -115,12 +134,12 @@ impl<'t> Targets<'t> {
             }
             Op::Delete { table, rel, old } => {
                 let described = self.describe(target, index, *table).await?;
-                let (condition, params) = self.pk_condition(&described, rel, old, 0)?;
+                let (condition, _) = self.pk_condition(&described, rel, old, true)?;
                 let sql = format!(
                     "DELETE FROM {} WHERE {condition}",
                     qualified(&self.tables[*table])
                 );
-                self.execute(target, index, sql, params).await
+                self.queue(target, sql).await
             }
         }
     }
@@ -144,8 +163,9 @@ impl<'t> Targets<'t> {
             // target lacks takes them from the source's current row; a later change in the stream
             // covers anything newer, and a row gone from the source is left for the stream's
             // later delete to settle.
-            let (condition, params) = self.pk_condition(&described, rel, &values, 0)?;
+            let (condition, params) = self.pk_condition(&described, rel, &values, false)?;
             let name = qualified(&self.tables[table]);
+            self.flush(target).await?;
             let exists = self
                 .query_opt(
                     target,
@@ -177,15 +197,14 @@ impl<'t> Targets<'t> {
         let table_name = qualified(&self.tables[table]);
         let mut columns = Vec::new();
         let mut casts = Vec::new();
-        let mut params = Vec::new();
         let mut updates = Vec::new();
         for (column, value) in rel.columns.iter().zip(&values) {
             if *value == Value::UnchangedToast {
                 continue;
             }
             let ty = self.column_type(&described, table, &column.name)?;
-            params.push(text(self.tables, table, value)?);
-            casts.push(format!("${}::{ty}", params.len()));
+            let value = text(self.tables, table, value)?;
+            casts.push(format!("{}::{ty}", literal(value.as_deref())));
             let quoted = quote_ident(&column.name);
             if !described.pk.contains(&column.name) {
                 updates.push(format!("{quoted} = EXCLUDED.{quoted}"));
@@ -208,7 +227,7 @@ impl<'t> Targets<'t> {
             columns.join(", "),
             casts.join(", ")
         );
-        self.execute(target, index, sql, params).await
+        self.queue(target, sql).await
     }
 
     /// `pk1 = $n::type AND ...` over the primary key values found in `values` (by column name).
@@ -217,7 +236,7 @@ impl<'t> Targets<'t> {
         described: &TargetTable,
         rel: &Relation,
         values: &[Value],
-        first_param: usize,
+        literals: bool,
     ) -> Result<(String, Params), CatchupError> {
         let bad = |reason: String| CatchupError::BadChange {
             table: format!("{}.{}", rel.namespace, rel.name),
@@ -240,13 +259,14 @@ impl<'t> Targets<'t> {
                     )))
                 }
             };
-            params.push(Some(value));
             let ty = described.types.get(pk).map_or("text", String::as_str);
-            parts.push(format!(
-                "{} = ${}::{ty}",
-                quote_ident(pk),
-                first_param + params.len()
-            ));
+            let placeholder = if literals {
+                literal(Some(&value))
+            } else {
+                params.push(Some(value));
+                format!("${}", params.len())
+            };
+            parts.push(format!("{} = {placeholder}::{ty}", quote_ident(pk)));
         }
         Ok((parts.join(" AND "), params))
     }
@@ -335,15 +355,22 @@ impl<'t> Targets<'t> {
         Ok(statement)
     }
 
-    async fn execute(
-        &mut self,
-        target: &Client,
-        index: usize,
-        sql: String,
-        params: Params,
-    ) -> Result<(), CatchupError> {
-        let statement = self.statement(target, index, sql, params.len()).await?;
-        target.execute(&statement, &refs(&params)).await?;
+    /// Adds a statement to the chunk, sending the chunk once it is large.
+    async fn queue(&mut self, target: &Client, sql: String) -> Result<(), CatchupError> {
+        self.pending.push_str(&sql);
+        self.pending.push_str(";\n");
+        if self.pending.len() >= CHUNK_BYTES {
+            self.flush(target).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the statements queued so far.
+    async fn flush(&mut self, target: &Client) -> Result<(), CatchupError> {
+        if !self.pending.is_empty() {
+            let chunk = std::mem::take(&mut self.pending);
+            target.batch_execute(&chunk).await?;
+        }
         Ok(())
     }
 
@@ -379,5 +406,17 @@ fn text(
                     reason: "a value is not UTF-8".to_owned(),
                 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal(None), "NULL");
+        assert_eq!(literal(Some("plain")), "E'plain'");
+        assert_eq!(literal(Some(r"o'b\n\\")), r"E'o''b\\n\\\\'");
     }
 }

@@ -104,6 +104,11 @@ impl Shards {
         Ok(Shards { old, new })
     }
 
+    /// OLD shard `i`'s client.
+    pub fn source(&self, i: usize) -> Result<&Client, ReshardError> {
+        self.old.get(i).ok_or(ReshardError::NoSuchShard(i))
+    }
+
     /// The NEW shards' clients by index, as the catch-up's `targets`.
     pub fn targets(&self) -> Vec<&Client> {
         self.new.iter().collect()

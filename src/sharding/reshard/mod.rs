@@ -58,6 +58,8 @@ pub enum ReshardError {
     },
     #[error("the two configs give every key the same shard: nothing to move (add a shard to the new config)")]
     NothingMoves,
+    #[error("no shard with index {0} in the old config")]
+    NoSuchShard(usize),
     #[error("no --user given and the old config has no [[users]]")]
     NoUser,
     #[error("cannot connect to shard `{shard}` ({addr}): {message}")]

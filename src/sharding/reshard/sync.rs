@@ -30,7 +30,7 @@ impl Sources {
         let mut tables = Vec::new();
         for source in reshard.sources() {
             let name = &reshard.old_names()[source];
-            let client = shards.old.get(source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(source)?;
             let mut list = Vec::new();
             for (table, key) in configured_tables(&reshard.old) {
                 if key.is_some() {
@@ -48,7 +48,7 @@ impl Sources {
     pub async fn prepare(&self, reshard: &Reshard, shards: &Shards) -> Result<(), ReshardError> {
         for (source, tables) in &self.tables {
             let name = &reshard.old_names()[*source];
-            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(*source)?;
             catchup::prepare(client, &reshard.run_id, *source, tables)
                 .await
                 .map_err(catchup_on(name))?;
@@ -70,7 +70,7 @@ impl Sources {
             .iter()
             .find(|(s, _)| *s == source)
             .map_or(&[][..], |(_, t)| t.as_slice());
-        let client = shards.old.get(source).ok_or(ReshardError::NothingMoves)?;
+        let client = shards.source(source)?;
         let route = reshard.route(source);
         catchup::apply_round(
             client,
@@ -103,7 +103,7 @@ impl Sources {
         let mut idle = true;
         for (source, _) in &self.tables {
             let name = &reshard.old_names()[*source];
-            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(*source)?;
             let goal: String = client
                 .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await
@@ -147,7 +147,7 @@ impl Sources {
         let mut goals = Vec::new();
         for (source, _) in &self.tables {
             let name = &reshard.old_names()[*source];
-            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(*source)?;
             let goal: String = client
                 .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await
@@ -157,7 +157,7 @@ impl Sources {
         }
         for (source, goal) in &goals {
             let name = &reshard.old_names()[*source];
-            let client = shards.old.get(*source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(*source)?;
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let round = self.round(reshard, shards, *source, Some(goal));
@@ -199,7 +199,7 @@ impl Sources {
     ) -> Result<(), ReshardError> {
         for source in reshard.sources() {
             let name = &reshard.old_names()[source];
-            let client = shards.old.get(source).ok_or(ReshardError::NothingMoves)?;
+            let client = shards.source(source)?;
             catchup::drop_slot(client, &reshard.run_id, source)
                 .await
                 .map_err(catchup_on(name))?;

@@ -146,3 +146,40 @@ fn sql_quotes_names_and_pages_by_the_whole_primary_key() {
     );
     assert_eq!(tables::quote_ident(r#"we"ird"#), r#""we""ird""#);
 }
+
+#[test]
+fn phases_round_trip_and_the_report_marks_differences() {
+    for phase in [
+        Phase::Copying,
+        Phase::Copied,
+        Phase::Cutover,
+        Phase::Switched,
+        Phase::Aborted,
+        Phase::Done,
+    ] {
+        assert_eq!(Phase::parse(phase.as_str()), Some(phase));
+    }
+    assert_eq!(Phase::parse("copy"), None);
+    let line = |differing| verify::VerifyLine {
+        table: "users".into(),
+        from: "shard0".into(),
+        to: "shard2".into(),
+        source_rows: 10,
+        target_rows: 10,
+        missing: 0,
+        extra: 0,
+        differing,
+    };
+    let good = verify::VerifyReport {
+        lines: vec![line(0)],
+    };
+    assert!(good.ok() && good.to_string().contains(" OK"));
+    let bad = verify::VerifyReport {
+        lines: vec![line(0), line(2)],
+    };
+    assert!(!bad.ok());
+    let text = bad.to_string();
+    let different: Vec<&str> = text.lines().filter(|l| l.ends_with("DIFFERENT")).collect();
+    assert_eq!(different.len(), 1, "{text}");
+    assert_eq!(different[0].split_whitespace().nth(7), Some("2"), "{text}");
+}
