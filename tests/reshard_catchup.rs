@@ -270,8 +270,8 @@ async fn catchup_replays_routed_changes_idempotently() {
     );
     assert_target_matches(&source, &target).await;
 
-    // `upto_lsn` stops there. The insert position, not pg_current_wal_lsn(): with the harness'
-    // asynchronous commit the last commit may not be written yet.
+    // `upto_lsn` stops there (current_lsn: the insert position, which unlike pg_current_wal_lsn()
+    // covers the last commit under the harness' asynchronous commit).
     let mut next = (1000..).filter(|&i| routed(i) && !(1026..=1035).contains(&i));
     let (before, after) = (next.next().expect("key"), next.next().expect("key"));
     exec(
@@ -279,11 +279,7 @@ async fn catchup_replays_routed_changes_idempotently() {
         &format!("INSERT INTO users VALUES ({before}, 'before', NULL)"),
     )
     .await;
-    let lsn: String = source
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .expect("lsn")
-        .get(0);
+    let lsn = catchup::current_lsn(&source).await.expect("lsn");
     exec(
         &source,
         &format!("INSERT INTO users VALUES ({after}, 'after', NULL)"),

@@ -275,6 +275,12 @@ pub(super) async fn apply_round(
             }
             break;
         };
+        if end <= confirmed {
+            // Peeking starts after the confirmed position, so this is not expected; stopping
+            // keeps a surprise from looping on the same batch.
+            tracing::warn!(slot = %slot, end = %format_lsn(end), "peeked an already confirmed commit");
+            break;
+        }
         for (index, ops) in batch.per_target.iter().enumerate() {
             if !ops.is_empty() {
                 sink.apply(source, targets[index], index, ops).await?;
@@ -285,10 +291,8 @@ pub(super) async fn apply_round(
         if mode == Advance::CrashBeforeAdvance {
             return Ok(round);
         }
-        if end > confirmed {
-            advance(source, &slot, end).await?;
-            confirmed = end;
-        }
+        advance(source, &slot, end).await?;
+        confirmed = end;
         round.applied_lsn = Some(format_lsn(end));
     }
     round.lag_bytes = super::lag_bytes(source, run_id, source_index).await?;

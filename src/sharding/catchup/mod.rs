@@ -123,12 +123,12 @@ pub async fn prepare(
 }
 
 /// One round: reads pending changes from the slot (up to `upto_lsn` if given, e.g. the source's
-/// pg_current_wal_lsn() at freeze; else everything committed so far, in bounded batches), applies
+/// [`current_lsn`] at freeze; else everything committed so far, in bounded batches), applies
 /// the routed ones to the targets idempotently in commit order, commits on the targets, then
 /// advances the slot. A crash at any point replays, never loses. `lag_bytes` = source
 /// pg_current_wal_lsn() - slot confirmed_flush_lsn after the round (see [`lag_bytes`]).
 /// Without `upto_lsn` the round covers every commit acknowledged before it started, even with
-/// asynchronous commit; an `upto_lsn` from `pg_current_wal_insert_lsn()` does too.
+/// asynchronous commit; an `upto_lsn` from [`current_lsn`] does too.
 pub async fn apply_round(
     source: &tokio_postgres::Client,
     targets: &[&tokio_postgres::Client],
@@ -173,6 +173,17 @@ pub async fn apply_batch_then_crash(
         apply::Advance::CrashBeforeAdvance,
     )
     .await
+}
+
+/// The source's WAL position that covers every commit acknowledged so far
+/// (`pg_current_wal_insert_lsn()`), as `X/Y` text: the `upto_lsn` to pass to [`apply_round`] at
+/// cutover. `pg_current_wal_lsn()` is the write position, which with `synchronous_commit = off` can
+/// be before the commit record of a transaction already acknowledged to its client.
+pub async fn current_lsn(source: &tokio_postgres::Client) -> Result<String, CatchupError> {
+    Ok(source
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .try_get(0)?)
 }
 
 /// Lag of the slot in bytes (0 when caught up). Errors if the slot is missing. Measured from the
