@@ -324,3 +324,98 @@ async fn a_tls_replica_serves_reads() {
     assert_eq!(on_primary.trim(), "1");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_a_servers_sslmode() {
+    let (pg, _) = start(hostssl_only(), 0).await;
+    let ca = ca_of(&pg);
+    let proxy = TlsProxy::start(&pg, &[], tls_keys("disable", None)).await;
+    let error = first_query_error(&proxy).await;
+    assert_eq!(sqlstate(&error).as_deref(), Some("28000"), "{error}");
+    proxy
+        .reload(|config| {
+            config.shards[0].sslmode = Some("verify-full".into());
+            config.shards[0].sslrootcert = Some(ca);
+        })
+        .await;
+    assert!(server_side_ssl(&proxy.app().await).await);
+    proxy.stop().await;
+}
+
+/// The proxy's server connection itself: TLS, its cancel key says so, a cancel over TLS stops a
+/// running query, and an idle TLS connection whose backend was terminated is seen dead (while a
+/// healthy idle one is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_connection_cancels_and_notices_its_death() {
+    use pgscale::config::{BackendAddr, ServerTls, SslMode};
+    use pgscale::pool::query::query_rows;
+    use pgscale::pool::server::{send_cancel, ConnectSpec, ServerConn, ServerError};
+    use std::sync::Arc;
+
+    let (pg, _) = start(hostssl_only(), 0).await;
+    let ca = pg.tls_ca_path().expect("CA").to_path_buf();
+    let mut addr = BackendAddr::parse(&format!("postgres://127.0.0.1:{}", pg.port())).expect("url");
+    addr.tls = ServerTls::new(SslMode::VerifyFull, Some(&ca)).expect("tls settings");
+    let spec = ConnectSpec {
+        addr: Arc::new(addr),
+        user: "postgres".into(),
+        password: Some(common::SUPERUSER_PASSWORD.into()),
+        database: "postgres".into(),
+        timeout: Duration::from_secs(10),
+        application_name: None,
+    };
+    let mut conn = within("connect", ServerConn::connect(&spec))
+        .await
+        .expect("connect over TLS");
+    assert!(conn.stream.is_tls());
+    let key = conn.cancel_key();
+    assert!(key.tls, "the cancel key remembers TLS");
+    let rows = within(
+        "pg_stat_ssl",
+        query_rows(
+            &mut conn,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ),
+    )
+    .await
+    .expect("query");
+    assert_eq!(rows, vec![vec![Some("t".to_string())]]);
+
+    let sleeper = tokio::spawn(async move {
+        let result = conn.run_hidden("SELECT pg_sleep(60)").await;
+        (conn, result)
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !sleeper.is_finished() {
+        assert!(tokio::time::Instant::now() < deadline, "not cancelled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        within("cancel", send_cancel(&key))
+            .await
+            .expect("cancel request over TLS");
+    }
+    let (mut conn, result) = sleeper.await.expect("join");
+    match result {
+        Err(ServerError::Refused { code, .. }) => assert_eq!(code, "57014"),
+        other => panic!("expected 57014, got {:?}", other.map(|r| r.status)),
+    }
+
+    // Idle and healthy: alive, also after the server had time to send anything unasked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(conn.looks_alive());
+    assert!(within("select", query_rows(&mut conn, "SELECT 1"))
+        .await
+        .is_ok());
+    let pid = conn.pid;
+    let terminated = pg
+        .psql(&format!("SELECT pg_terminate_backend({pid})"))
+        .expect("terminate");
+    assert_eq!(terminated.trim(), "t");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while conn.looks_alive() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a terminated TLS connection still looks alive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -176,8 +176,7 @@ impl LocalPostgres {
         let mut pg = Self::new_empty(bins, &opts.superuser_password)?;
         setup::prepare(bins, &pg.dir, &pg.data, opts)?;
         if let Some(tls) = &opts.tls {
-            let ca = tls::install(&pg.dir, &pg.data, tls, true)?;
-            pg.tls = Some((tls.clone(), ca));
+            pg.install_tls(tls, true)?;
         }
         pg.start_on_free_port()?;
         tracing::debug!(port = pg.port, dir = %pg.dir.display(), elapsed = ?started.elapsed(), "local Postgres started");
@@ -212,9 +211,7 @@ impl LocalPostgres {
         let max_connections = primary.setting_from_conf("max_connections").unwrap_or(200);
         setup::write_conf(&pg.data, &pg.dir, max_connections, &[])?;
         if let Some((tls, _)) = &primary.tls {
-            // pg_hba.conf came with the base backup; the certificate is the replica's own.
-            let ca = tls::install(&pg.dir, &pg.data, tls, false)?;
-            pg.tls = Some((tls.clone(), ca));
+            pg.install_tls(tls, false)?; // its own certificate; pg_hba.conf came with the backup
         }
         pg.start_on_free_port()?;
         tracing::debug!(port = pg.port, primary = primary.port, elapsed = ?started.elapsed(), "local replica started");
@@ -242,11 +239,6 @@ impl LocalPostgres {
         // Before anything slow, so even a crash during initdb leaves nothing behind.
         pg.watchdog = Some(Watchdog::spawn(&bins.path("pg_ctl")?, &pg.data, &pg.dir)?);
         Ok(pg)
-    }
-
-    /// The CA file that signed this server's certificate, when it runs with TLS (`sslrootcert`).
-    pub fn tls_ca_path(&self) -> Option<&Path> {
-        self.tls.as_ref().map(|(_, path)| path.as_path())
     }
 
     /// An integer setting as last written in our `postgresql.conf` lines.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 
 use super::os::give_to_server_user;
-use super::ClusterError;
+use super::{ClusterError, LocalPostgres};
 
 /// A certificate authority made for one test run; keep it to sign more servers (replicas) or to
 /// write its certificate where clients read their `sslrootcert`.
@@ -88,6 +88,24 @@ impl TlsOptions {
             names: vec!["127.0.0.1".into(), "localhost".into()],
             hostssl_only: false,
         })
+    }
+}
+
+impl LocalPostgres {
+    /// The CA file that signed this server's certificate, when it runs with TLS (`sslrootcert`).
+    pub fn tls_ca_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, path)| path.as_path())
+    }
+
+    /// Sets up TLS in this not yet started server's directories (see [`install`]).
+    pub(super) fn install_tls(
+        &mut self,
+        tls: &TlsOptions,
+        write_hba: bool,
+    ) -> Result<(), ClusterError> {
+        let ca = install(&self.dir, &self.data, tls, write_hba)?;
+        self.tls = Some((tls.clone(), ca));
+        Ok(())
     }
 }
 

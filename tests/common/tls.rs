@@ -35,6 +35,8 @@ pub fn start_tls_postgres(tls: TlsOptions, replicas: usize) -> (LocalPostgres, V
 pub struct TlsProxy {
     pub proxy: Option<RunningProxy>,
     pub port: u16,
+    /// The config file, so [`TlsProxy::reload`] can change it.
+    config_path: std::path::PathBuf,
 }
 
 impl TlsProxy {
@@ -52,11 +54,31 @@ impl TlsProxy {
         if let Err(e) = config.validate() {
             panic!("test config is invalid: {e}");
         }
-        let proxy = listener::start(config).await.expect("start proxy");
+        let config_path = std::env::temp_dir().join(format!(
+            "pgscale-tls-test-{}-{:08x}.toml",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        super::write_config(&config_path, &config);
+        let proxy = listener::start_from_file(config, config_path.clone())
+            .await
+            .expect("start proxy");
         TlsProxy {
             port: proxy.local_addr.port(),
             proxy: Some(proxy),
+            config_path,
         }
+    }
+
+    /// Changes the config file and runs `RELOAD` on the admin console.
+    pub async fn reload(&self, change: impl FnOnce(&mut Config)) {
+        let mut config = Config::load(&self.config_path).expect("read config");
+        change(&mut config);
+        super::write_config(&self.config_path, &config);
+        let admin = self.admin().await;
+        super::within("RELOAD", admin.simple_query("RELOAD"))
+            .await
+            .expect("RELOAD");
     }
 
     pub async fn try_app(&self) -> Result<Client, tokio_postgres::Error> {
@@ -123,5 +145,11 @@ impl TlsProxy {
         if let Some(proxy) = self.proxy.take() {
             super::within("proxy shutdown", proxy.shutdown()).await;
         }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config_path);
     }
 }
