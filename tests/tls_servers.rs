@@ -94,6 +94,32 @@ async fn exercise(proxy: &TlsProxy, pg: &LocalPostgres, table: &str) {
     .expect("select");
     assert_eq!(row.get::<_, i64>(0), 3);
     assert_eq!(row.get::<_, String>(1), "row 3");
+    // A large result (frames far larger than a TLS record) streams through intact.
+    let rows = within(
+        "large result",
+        client.query(
+            "SELECT i, repeat(chr(65 + i % 26), 100000 + i) FROM generate_series(0, 39) i",
+            &[],
+        ),
+    )
+    .await
+    .expect("large result");
+    assert_eq!(rows.len(), 40);
+    for row in &rows {
+        let (i, text): (i32, String) = (row.get(0), row.get(1));
+        let letter = char::from(b'A' + (i % 26) as u8);
+        assert_eq!(text.len(), 100_000 + i as usize);
+        assert!(text.chars().all(|c| c == letter), "row {i} intact");
+    }
+    // And a large message the other way (a 3 MB parameter) reaches the server whole.
+    let big = "y".repeat(3_000_000);
+    let row = within(
+        "large parameter",
+        client.query_one("SELECT length($1::text)", &[&big]),
+    )
+    .await
+    .expect("large parameter");
+    assert_eq!(row.get::<_, i32>(0), 3_000_000);
     // Health polls reach the server over TLS too: the backend is healthy, its breaker closed.
     proxy.wait_backend_state(pg.port(), ("1", "closed")).await;
 }
@@ -418,4 +444,94 @@ async fn a_tls_server_connection_cancels_and_notices_its_death() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `pgscale check` on TLS settings: a good one passes, each bad one is named by its field, exit 2.
+#[test]
+fn check_names_bad_tls_settings() {
+    let dir = std::env::temp_dir().join(format!("pgscale-tls-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = dir.join("ca.pem");
+    TestCa::new("check CA")
+        .expect("CA")
+        .write_pem(&ca)
+        .expect("write CA");
+    let not_pem = dir.join("not-pem.txt");
+    std::fs::write(&not_pem, "hello").expect("write");
+    let check = |text: String| {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).expect("write config");
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgscale"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check")
+    };
+    let users = "[[users]]\nname = \"app\"\npassword = \"app\"\n";
+    let good = check(format!(
+        "{users}[[shards]]\nprimary = \"postgres://db:5432\"\nsslmode = \"verify-full\"\n\
+         sslrootcert = \"{}\"\nreplicas = [{{ url = \"postgres://r\", sslmode = \"require\" }}]\n",
+        ca.display()
+    ));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let bad = check(format!(
+        "{users}[[shards]]\nprimary = \"postgres://db?sslmode=verify-ca\"\n\
+         replicas = [{{ url = \"postgres://r\", sslmode = \"verify_full\" }}, \
+         {{ url = \"postgres://s\", sslmode = \"require\", sslrootcert = \"{}\" }}]\n",
+        not_pem.display()
+    ));
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    for (field, text) in [
+        ("shards[0].primary", "sslmode verify-ca needs sslrootcert"),
+        (
+            "shards[0].replicas[0].sslmode",
+            "unknown sslmode `verify_full`",
+        ),
+        ("shards[0].replicas[1].sslrootcert", "no CERTIFICATE"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("{field}: ")) && l.contains(text)),
+            "{field}: {text} missing from:\n{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// pgbench through the proxy to a TLS-only server: many clients, transactions and pooled TLS
+/// connections handed between them, without a failed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_clean_over_tls() {
+    let (pg, _) = start(hostssl_only(), 0).await;
+    let ca = ca_of(&pg);
+    let proxy = TlsProxy::start(&pg, &[], tls_keys("verify-full", Some(ca))).await;
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/{}",
+        common::APP_USER,
+        common::APP_PASSWORD,
+        proxy.port,
+        common::APP_USER
+    );
+    let mut init = std::process::Command::new(common::pg_tool("pgbench"));
+    init.args(["-i", "-q", "-s", "1"]).arg(&url);
+    let out = common::run_command(init).await;
+    assert!(
+        out.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut run = std::process::Command::new(common::pg_tool("pgbench"));
+    run.args(["-c", "8", "-j", "2", "-t", "100", "-M", "extended"])
+        .arg(&url);
+    let out = tokio::time::timeout(Duration::from_secs(120), common::run_command(run))
+        .await
+        .expect("pgbench finishes");
+    common::assert_pgbench_clean(&out);
+    proxy.stop().await;
 }

@@ -357,6 +357,9 @@ impl Pool {
         let mut conn = match ServerConn::connect(&spec).await {
             Ok(conn) => conn,
             Err(e) => {
+                if matches!(e, ServerError::Tls { .. }) {
+                    tracing::warn!(pool = %self.key, error = %e, "TLS to server failed");
+                }
                 if let Some(kind) = FailureKind::of_connect_error(&e) {
                     self.backend.record_failure(kind);
                 }

@@ -2,10 +2,11 @@
 //! backend's `sslmode` says. An enum rather than a boxed trait object, so the plaintext data path
 //! stays a direct call into the `TcpStream`.
 //!
-//! The session's run loop waits for the TCP socket to be readable, then reads without waiting
-//! ([`ServerStream::try_read_buf`]). That holds for TLS too: tokio-rustls only returns `Pending` once
-//! it has no plaintext left and the socket said `WouldBlock` (which clears the readiness), so
-//! plaintext rustls still holds never waits behind a socket that will not become readable again.
+//! The session's run loop waits for the socket to be readable, then reads without waiting
+//! ([`ServerStream::try_read_buf`]). With TLS, rustls may hold decrypted bytes the last read had no
+//! room for, while the socket's readiness is already cleared (tokio clears it on a short read, which
+//! rustls' own reads often are): [`ServerStream::readable`] is ready at once while rustls holds
+//! plaintext, so those bytes never wait behind a socket that will not become readable again.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -100,8 +101,15 @@ impl ServerStream {
         }
     }
 
-    /// Waits until the socket is readable (then [`ServerStream::try_read_buf`] makes progress).
+    /// Waits until the socket is readable, or rustls holds plaintext (then
+    /// [`ServerStream::try_read_buf`] makes progress).
     pub async fn readable(&self) -> io::Result<()> {
+        if let ServerStream::Tls(tls) = self {
+            // False while plaintext waits (or after the peer's close_notify, which reads as EOF).
+            if !tls.get_ref().1.wants_read() {
+                return Ok(());
+            }
+        }
         self.tcp().readable().await
     }
 
@@ -133,7 +141,8 @@ impl ServerStream {
     /// Whether the idle connection is still usable (see [`super::server::ServerConn::looks_alive`]).
     pub fn looks_alive(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        if self.tcp().poll_read_ready(&mut cx).is_pending() {
+        let buffered = matches!(self, ServerStream::Tls(tls) if !tls.get_ref().1.wants_read());
+        if !buffered && self.tcp().poll_read_ready(&mut cx).is_pending() {
             return true;
         }
         match self {
