@@ -185,9 +185,11 @@ mod tests {
             addr: Arc::new(BackendAddr {
                 host: "127.0.0.1".into(),
                 port: 1,
+                tls: Default::default(),
             }),
             pid: 7,
             secret: 9,
+            tls: false,
         }
     }
 

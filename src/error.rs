@@ -28,6 +28,9 @@ pub enum ClientError {
     },
     #[error("cannot connect to server {backend}: {reason}")]
     ServerUnavailable { backend: String, reason: String },
+    /// TLS to the server failed as its `sslmode` demands (08001: the connection could not be made).
+    #[error("cannot connect to server {backend}: {reason}")]
+    ServerTls { backend: String, reason: String },
     #[error("connection to server {backend} was lost: {reason}")]
     ServerLost { backend: String, reason: String },
     #[error("{role} {backend} is unavailable: {reason}")]
@@ -67,6 +70,7 @@ impl ClientError {
             ClientError::ReservedForAdmins { .. } => "53300",
             ClientError::PoolTimeout { .. } => "53300",
             ClientError::ServerUnavailable { .. } => "08006",
+            ClientError::ServerTls { .. } => "08001",
             ClientError::ServerLost { .. } => "08006",
             ClientError::BackendDown { .. } => "57P03",
             ClientError::NoReplica { .. } => "57P03",
@@ -86,6 +90,7 @@ impl ClientError {
             ClientError::PoolTimeout { .. }
                 | ClientError::UnknownPreparedStatement { .. }
                 | ClientError::ServerUnavailable { .. }
+                | ClientError::ServerTls { .. }
                 | ClientError::BackendDown { .. }
                 | ClientError::NoReplica { .. }
                 | ClientError::ShardRouting(_)

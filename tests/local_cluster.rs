@@ -52,6 +52,7 @@ fn parallel_clusters_get_own_ports_scram_and_clean_up() {
         superuser_password: "s3cret'pw".into(),
         extra_conf: vec![("work_mem".into(), "7MB".into())],
         max_connections: 42,
+        tls: None,
     };
     let threads: Vec<_> = [ClusterOptions::default(), custom]
         .into_iter()

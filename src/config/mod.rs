@@ -5,6 +5,7 @@
 
 mod operations;
 mod routing;
+mod server_tls;
 mod sharding;
 mod validate;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use operations::{AdminConfig, LogConfig, MetricsConfig};
 pub use routing::{Consistency, HealthConfig, NoReplica, ReplicaConfig, RoutingConfig};
+pub use server_tls::{ServerTls, SslMode};
 pub(crate) use sharding::table_match_name;
 pub use sharding::{KeyTypeName, ShardedTableConfig, ShardingConfig};
 pub use validate::{Problem, ValidationError};
@@ -213,13 +215,22 @@ pub struct ShardConfig {
     pub primary: String,
     #[serde(default)]
     pub replicas: Vec<ReplicaConfig>,
+    /// TLS to this shard's primary and replicas (libpq's `sslmode`; default `prefer`). A replica's
+    /// table keys and a URL's `?sslmode=` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<String>,
+    /// PEM file of the CA(s) the servers' certificates must chain to (`verify-ca`, `verify-full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<String>,
 }
 
-/// Where a backend server listens.
+/// Where a backend server listens, and how to talk TLS to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendAddr {
     pub host: String,
     pub port: u16,
+    /// Resolved from the shard, replica and URL settings ([`ShardConfig::primary_addr`]).
+    pub tls: ServerTls,
 }
 
 impl std::fmt::Display for BackendAddr {
@@ -229,7 +240,8 @@ impl std::fmt::Display for BackendAddr {
 }
 
 impl BackendAddr {
-    /// Parses `postgres://host:port[/…]`; the port defaults to 5432.
+    /// Parses `postgres://host:port[/…]`; the port defaults to 5432. TLS settings are the defaults:
+    /// [`ShardConfig::primary_addr`] and [`ShardConfig::replica_addr`] resolve the configured ones.
     pub fn parse(url: &str) -> Result<BackendAddr, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         if parsed.scheme() != "postgres" && parsed.scheme() != "postgresql" {
@@ -245,6 +257,7 @@ impl BackendAddr {
         Ok(BackendAddr {
             host: host.trim_matches(['[', ']']).to_string(),
             port: parsed.port().unwrap_or(5432),
+            tls: ServerTls::default(),
         })
     }
 }
@@ -328,7 +341,7 @@ impl Config {
     /// The first shard's primary.
     pub fn primary(&self) -> Result<BackendAddr, String> {
         let shard = self.shards.first().ok_or("no [[shards]] configured")?;
-        BackendAddr::parse(&shard.primary)
+        shard.primary_addr(0).map_err(|p| p.to_string())
     }
 
     /// The user health checks log in as: `health.user`, else the first of `[[users]]`.

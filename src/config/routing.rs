@@ -119,7 +119,7 @@ impl HealthConfig {
     }
 }
 
-/// A replica: its URL alone, or a table with a zone.
+/// A replica: its URL alone, or a table with a zone and TLS settings (over the shard's).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ReplicaConfig {
@@ -128,6 +128,10 @@ pub enum ReplicaConfig {
         url: String,
         #[serde(default)]
         zone: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sslmode: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sslrootcert: Option<String>,
     },
 }
 

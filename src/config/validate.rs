@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{AuthMethod, BackendAddr, Config};
+use super::{AuthMethod, Config};
 
 /// One thing wrong with a config, tied to a dotted field path such as `users[1].password`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,12 +153,12 @@ impl Config {
             );
         }
         for (i, shard) in self.shards.iter().enumerate() {
-            if let Err(e) = BackendAddr::parse(&shard.primary) {
-                add(format!("shards[{i}].primary"), e);
+            if let Err(p) = shard.primary_addr(i) {
+                add(p.field, p.message);
             }
-            for (j, replica) in shard.replicas.iter().enumerate() {
-                if let Err(e) = BackendAddr::parse(replica.url()) {
-                    add(format!("shards[{i}].replicas[{j}]"), e);
+            for j in 0..shard.replicas.len() {
+                if let Err(p) = shard.replica_addr(i, j) {
+                    add(p.field, p.message);
                 }
             }
         }

@@ -10,6 +10,7 @@ mod faults;
 mod os;
 mod setup;
 mod shards;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use os::{as_server_user, Watchdog};
 pub use shards::{start_shards, LocalShard};
+pub use tls::{TestCa, TlsOptions};
 
 /// Parallel test processes can take the port we picked before our server binds it; try a few ports.
 const START_ATTEMPTS: usize = 5;
@@ -50,6 +52,8 @@ pub enum ClusterError {
     Stopped,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("making test certificates failed: {0}")]
+    Certs(String),
 }
 
 /// The directory of the Postgres binaries: `PG_BIN`, else Debian's PostgreSQL 15.
@@ -96,6 +100,9 @@ pub struct ClusterOptions {
     /// quoted for you (`("work_mem", "64MB")`); an already single-quoted value is kept as is.
     pub extra_conf: Vec<(String, String)>,
     pub max_connections: u32,
+    /// `ssl = on` with a certificate signed by a test CA (see [`TlsOptions`]); replicas get their
+    /// own certificate from the same CA.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -104,6 +111,7 @@ impl Default for ClusterOptions {
             superuser_password: "postgres".into(),
             extra_conf: Vec::new(),
             max_connections: 200,
+            tls: None,
         }
     }
 }
@@ -118,6 +126,8 @@ pub struct LocalPostgres {
     password: String,
     watchdog: Option<Watchdog>,
     stopped: bool,
+    /// The TLS setup and the CA file written for it, when started with [`ClusterOptions::tls`].
+    tls: Option<(TlsOptions, PathBuf)>,
 }
 
 impl std::fmt::Debug for LocalPostgres {
@@ -165,6 +175,9 @@ impl LocalPostgres {
         let started = Instant::now();
         let mut pg = Self::new_empty(bins, &opts.superuser_password)?;
         setup::prepare(bins, &pg.dir, &pg.data, opts)?;
+        if let Some(tls) = &opts.tls {
+            pg.install_tls(tls, true)?;
+        }
         pg.start_on_free_port()?;
         tracing::debug!(port = pg.port, dir = %pg.dir.display(), elapsed = ?started.elapsed(), "local Postgres started");
         Ok(pg)
@@ -197,6 +210,9 @@ impl LocalPostgres {
         // The copied postgresql.conf still names the primary's socket directory; ours overrides it.
         let max_connections = primary.setting_from_conf("max_connections").unwrap_or(200);
         setup::write_conf(&pg.data, &pg.dir, max_connections, &[])?;
+        if let Some((tls, _)) = &primary.tls {
+            pg.install_tls(tls, false)?; // its own certificate; pg_hba.conf came with the backup
+        }
         pg.start_on_free_port()?;
         tracing::debug!(port = pg.port, primary = primary.port, elapsed = ?started.elapsed(), "local replica started");
         Ok(pg)
@@ -218,6 +234,7 @@ impl LocalPostgres {
             password: password.to_string(),
             watchdog: None,
             stopped: false,
+            tls: None,
         };
         // Before anything slow, so even a crash during initdb leaves nothing behind.
         pg.watchdog = Some(Watchdog::spawn(&bins.path("pg_ctl")?, &pg.data, &pg.dir)?);

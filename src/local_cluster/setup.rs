@@ -253,8 +253,16 @@ pub(crate) fn write_conf(
     .map(|(name, value)| (name.to_string(), value))
     .collect();
     settings.extend(extra.iter().cloned());
+    write_conf_lines(data, &settings)
+}
+
+/// Appends `settings` to `postgresql.conf` (later lines win).
+pub(crate) fn write_conf_lines(
+    data: &Path,
+    settings: &[(String, String)],
+) -> Result<(), ClusterError> {
     let mut text = String::from("\n# pgscale local_cluster\n");
-    for (name, value) in &settings {
+    for (name, value) in settings {
         text.push_str(&format!("{name} = {}\n", conf_value(value)));
     }
     OpenOptions::new()

@@ -99,7 +99,9 @@ impl FailureKind {
     /// the server's health, so they are `None`.
     pub fn of_connect_error(error: &ServerError) -> Option<FailureKind> {
         match error {
-            ServerError::Io { .. } => Some(FailureKind::ConnectRefused),
+            // A TLS failure (no TLS offered, a certificate that does not verify) is permanent
+            // until someone fixes the server or the config: count it like a refused connect.
+            ServerError::Io { .. } | ServerError::Tls { .. } => Some(FailureKind::ConnectRefused),
             ServerError::ConnectTimeout { .. } => Some(FailureKind::ConnectTimeout),
             ServerError::Closed { .. } => Some(FailureKind::Broken),
             ServerError::Refused { .. }

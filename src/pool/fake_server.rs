@@ -76,6 +76,7 @@ impl FakeServer {
             addr: Arc::new(BackendAddr {
                 host: "127.0.0.1".into(),
                 port,
+                tls: Default::default(),
             }),
             logins,
             task,
@@ -89,9 +90,16 @@ async fn serve(
     answer: &(dyn Fn(&str) -> Reply + Send + Sync),
     logins: &AtomicUsize,
 ) -> std::io::Result<()> {
-    let len = stream.read_i32().await?;
+    let mut len = stream.read_i32().await?;
     let mut startup = vec![0u8; usize::try_from(len - 4).unwrap_or(0)];
     stream.read_exact(&mut startup).await?;
+    if len == 8 && startup == [0x04, 0xd2, 0x16, 0x2f] {
+        // SSLRequest (the default sslmode is prefer): no TLS here, then the real startup.
+        stream.write_all(b"N").await?;
+        len = stream.read_i32().await?;
+        startup = vec![0u8; usize::try_from(len - 4).unwrap_or(0)];
+        stream.read_exact(&mut startup).await?;
+    }
     let mut out = BytesMut::new();
     if let Some((code, message)) = login_error {
         codec::error_fields(&mut out, b'E', "FATAL", code, message, None);

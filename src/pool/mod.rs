@@ -16,9 +16,9 @@ pub mod health;
 pub mod lsn;
 pub mod query;
 pub mod server;
+pub mod server_stream;
 pub mod topology;
 
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -323,7 +323,7 @@ impl Pool {
             }
         };
         let generation = self.generation.load(Ordering::Relaxed);
-        while let Some(conn) = self.pop_idle() {
+        while let Some(mut conn) = self.pop_idle() {
             if conn.created.elapsed() < settings.max_lifetime
                 && conn.generation == generation
                 && conn.looks_alive()
@@ -357,6 +357,9 @@ impl Pool {
         let mut conn = match ServerConn::connect(&spec).await {
             Ok(conn) => conn,
             Err(e) => {
+                if matches!(e, ServerError::Tls { .. }) {
+                    tracing::warn!(pool = %self.key, error = %e, "TLS to server failed");
+                }
                 if let Some(kind) = FailureKind::of_connect_error(&e) {
                     self.backend.record_failure(kind);
                 }
@@ -419,7 +422,7 @@ impl Pool {
             let mut keep = Vec::with_capacity(before);
             let mut surplus = before.saturating_sub(settings.min_idle);
             // Oldest-used first, so the ones dropped for idleness are the coldest.
-            for conn in idle.drain(..) {
+            for mut conn in idle.drain(..) {
                 let too_old = now.duration_since(conn.created) >= settings.max_lifetime
                     || conn.generation != generation;
                 let too_idle =

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use super::backend::ConnRegistration;
 use super::query::{parse_data_row, Row};
+use super::server_stream::{send_cancel_to, ServerStream};
 use crate::config::BackendAddr;
 use crate::protocol::codec::{self, BodyReader};
 use crate::session::params::AppliedParams;
@@ -43,6 +43,13 @@ pub enum ServerError {
     NoPassword { addr: String, user: String },
     #[error("server {addr} sent an unexpected message: {what}")]
     Protocol { addr: String, what: String },
+    /// TLS could not be set up as `sslmode` demands (no TLS offered, bad certificate, handshake).
+    #[error("TLS to server {addr} failed (sslmode {sslmode}): {message}")]
+    Tls {
+        addr: String,
+        sslmode: &'static str,
+        message: String,
+    },
 }
 
 impl ServerError {
@@ -61,6 +68,8 @@ pub struct CancelKey {
     pub addr: Arc<BackendAddr>,
     pub pid: i32,
     pub secret: i32,
+    /// The connection was TLS, so the cancel request is too (as libpq does).
+    pub tls: bool,
 }
 
 /// An open, authenticated server connection.
@@ -72,7 +81,7 @@ pub struct ServerConn {
     pub tracker: Option<crate::stats::ServerTracker>,
     /// The pool's generation when it was opened: `RECONNECT` closes older ones once released.
     pub generation: u64,
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub addr: Arc<BackendAddr>,
     pub pid: i32,
     pub secret: i32,
@@ -113,10 +122,7 @@ impl ServerConn {
             addr: addr.clone(),
             source,
         };
-        let stream = TcpStream::connect((spec.addr.host.as_str(), spec.addr.port))
-            .await
-            .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
+        let stream = ServerStream::connect(&spec.addr).await?;
         let mut conn = ServerConn {
             registration: None,
             tracker: None,
@@ -358,16 +364,8 @@ impl ServerConn {
     /// Whether the idle connection is still usable: no EOF and no unsolicited message (a `FATAL` from
     /// `pg_terminate_backend` or a shutdown) waiting on the socket. The reactor already knows whether
     /// anything arrived, so the common case costs no system call; only a readable socket is probed.
-    pub fn looks_alive(&self) -> bool {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            Ok(_) | Err(_) => false,
-        }
+    pub fn looks_alive(&mut self) -> bool {
+        self.stream.looks_alive()
     }
 
     /// Records a `ParameterStatus` body, so a later client of this connection can be told its values.
@@ -387,6 +385,7 @@ impl ServerConn {
             addr: self.addr.clone(),
             pid: self.pid,
             secret: self.secret,
+            tls: self.stream.is_tls(),
         }
     }
 }
@@ -402,20 +401,10 @@ pub struct HiddenResult {
 
 /// Sends a `CancelRequest` for `key` on a fresh connection, as Postgres expects.
 pub async fn send_cancel(key: &CancelKey) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect((key.addr.host.as_str(), key.addr.port)).await?;
     let mut packet = Vec::with_capacity(16);
     packet.extend_from_slice(&16i32.to_be_bytes());
     packet.extend_from_slice(&80_877_102i32.to_be_bytes());
     packet.extend_from_slice(&key.pid.to_be_bytes());
     packet.extend_from_slice(&key.secret.to_be_bytes());
-    stream.write_all(&packet).await?;
-    // Postgres closes the socket once it has handled the request; until then it may still land.
-    let mut sink = [0u8; 16];
-    match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut sink)).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the server did not close the cancel connection",
-        )),
-    }
+    send_cancel_to(&key.addr, key.tls, &packet).await
 }

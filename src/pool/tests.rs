@@ -77,7 +77,7 @@ async fn severing_reaches_idle_and_checked_out_connections() {
     drop(busy);
     // The idle one is found dead and replaced by a new login.
     let logins = server.logins.load(Ordering::Relaxed);
-    let fresh = pool.checkout().await.expect("checkout");
+    let mut fresh = pool.checkout().await.expect("checkout");
     assert!(fresh.looks_alive());
     assert_eq!(server.logins.load(Ordering::Relaxed), logins + 1);
 }
@@ -91,6 +91,7 @@ async fn refused_connects_open_the_breaker() {
     let pool = pool_for(Arc::new(BackendAddr {
         host: "127.0.0.1".into(),
         port,
+        tls: Default::default(),
     }));
     let breaker = &pool.backend().breaker;
     assert!(pool.checkout().await.is_err());

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::backend::{Backend, Role};
-use crate::config::{BackendAddr, Config};
+use crate::config::Config;
 
 /// Every shard's backends.
 #[derive(Debug)]
@@ -30,13 +30,11 @@ impl Topology {
     pub fn from_config(config: &Config) -> Result<Topology, String> {
         let mut shards = Vec::with_capacity(config.shards.len());
         for (index, shard) in config.shards.iter().enumerate() {
-            let addr = BackendAddr::parse(&shard.primary)
-                .map_err(|e| format!("shards[{index}].primary: {e}"))?;
+            let addr = shard.primary_addr(index).map_err(|p| p.to_string())?;
             let primary = Backend::new(Arc::new(addr), Role::Primary, index, None, &config.health);
             let mut replicas = Vec::with_capacity(shard.replicas.len());
             for (r, replica) in shard.replicas.iter().enumerate() {
-                let addr = BackendAddr::parse(replica.url())
-                    .map_err(|e| format!("shards[{index}].replicas[{r}]: {e}"))?;
+                let addr = shard.replica_addr(index, r).map_err(|p| p.to_string())?;
                 replicas.push(Backend::new(
                     Arc::new(addr),
                     Role::Replica,

@@ -3,7 +3,6 @@
 //! the shards commit together with two-phase commit — or all roll back.
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::fanout::MAX_SHARD_RESULT_BYTES;
 use super::routing::Target;

@@ -44,6 +44,7 @@ impl AttachError {
                 ServerError::Io { .. }
                     | ServerError::ConnectTimeout { .. }
                     | ServerError::Closed { .. }
+                    | ServerError::Tls { .. }
             )) | AttachError::Settings(
                 ServerError::Io { .. }
                     | ServerError::ConnectTimeout { .. }
@@ -72,6 +73,12 @@ impl AttachError {
                 }
             }
             AttachError::Checkout(CheckoutError::Closed) => ClientError::ShuttingDown,
+            AttachError::Checkout(CheckoutError::Connect(e @ ServerError::Tls { .. })) => {
+                ClientError::ServerTls {
+                    backend: pool.key.addr.to_string(),
+                    reason: e.to_string(),
+                }
+            }
             AttachError::Checkout(CheckoutError::Connect(e)) | AttachError::Settings(e) => {
                 ClientError::ServerUnavailable {
                     backend: pool.key.addr.to_string(),

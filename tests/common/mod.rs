@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod raw;
+pub mod tls;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -171,6 +172,8 @@ pub fn config_for(pg: &LocalPostgres, mode: PoolMode, pool_size: usize) -> Confi
             name: None,
             primary: backend_url(pg),
             replicas: Vec::new(),
+            sslmode: None,
+            sslrootcert: None,
         }],
     }
 }
@@ -242,6 +245,8 @@ impl Env {
                     .iter()
                     .map(|r| backend_url(r).into())
                     .collect(),
+                sslmode: None,
+                sslrootcert: None,
             })
             .collect();
         tweak(&mut config);

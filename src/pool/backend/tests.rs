@@ -20,6 +20,7 @@ fn backend(role: Role) -> Arc<Backend> {
     let addr = Arc::new(BackendAddr {
         host: "127.0.0.1".into(),
         port: 5432,
+        tls: Default::default(),
     });
     Backend::new(addr, role, 0, Some("a".into()), &config())
 }

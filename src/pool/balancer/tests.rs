@@ -13,6 +13,7 @@ fn replica(port: u16, zone: Option<&str>) -> Arc<Backend> {
     let addr = Arc::new(BackendAddr {
         host: "127.0.0.1".into(),
         port,
+        tls: Default::default(),
     });
     let config = HealthConfig {
         failure_threshold: 1,
