@@ -352,6 +352,8 @@ async fn bad_freezes_and_out_of_turn_commands_are_refused() {
         name: Some("shard2".into()),
         primary: "postgres://127.0.0.1:1".into(),
         replicas: Vec::new(),
+        sslmode: None,
+        sslrootcert: None,
     });
     common::write_config(&path, &bad);
     let e = admin

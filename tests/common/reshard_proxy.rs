@@ -35,6 +35,8 @@ impl Reshard {
             name: Some("shard2".into()),
             primary: format!("postgres://{}:{}", new_shard.host(), new_shard.port()),
             replicas: Vec::new(),
+            sslmode: None,
+            sslrootcert: None,
         });
         let new_config_path = env.config_path.with_extension("new.toml");
         write_config(&new_config_path, &new_config);
