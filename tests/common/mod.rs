@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod raw;
+pub mod tls;
 
 use std::process::Command;
 use std::sync::Arc;
