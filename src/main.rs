@@ -59,6 +59,9 @@ enum Command {
         /// Port for the Prometheus endpoint (0: any free port; METRICS_URL says which).
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
+        /// Require TLS from clients, with a generated CA and certificate (URLs say sslmode=require).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -81,12 +84,14 @@ fn main() -> ExitCode {
             shards,
             replicas,
             metrics_port,
+            tls,
         } => {
             let options = pgscale::demo::DemoOptions {
                 port,
                 shards: shards.map(|n| n as usize),
                 replicas,
                 metrics_port,
+                tls,
             };
             runtime(0).and_then(|rt| rt.block_on(demo(options)))
         }
