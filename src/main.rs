@@ -168,6 +168,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     .as_deref()
                     .map_or("off".to_string(), |a| format!("at http://{a}/metrics")),
             );
+            println!(
+                "client TLS: {}",
+                match (&config.listen.tls_cert, config.listen.tls_mode) {
+                    (Some(cert), mode) if mode != pgscale::tls::TlsMode::Disable =>
+                        format!("{} (certificate {cert})", mode.as_str()),
+                    (_, mode) => mode.as_str().to_string(),
+                }
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -357,3 +357,56 @@ async fn reload_rereads_certificates_and_refuses_a_tls_mode_change() {
     assert!(text.contains("listen.tls_mode"), "{text}");
     env.stop().await;
 }
+
+#[test]
+fn check_names_the_tls_key_at_fault_and_accepts_good_files() {
+    let files = CertFiles::generate();
+    let other = CertFiles::generate();
+    let config = files.dir.join("pgscale.toml");
+    let write = |cert: &std::path::Path, key: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[listen]\ntls_mode = \"require\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+                 [[users]]\nname = \"app\"\npassword = \"x\"\n\
+                 [[shards]]\nprimary = \"postgres://127.0.0.1:5432\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("write config");
+    };
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_pgscale"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run check")
+    };
+    write(&files.cert, &files.key);
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("client TLS: require"));
+
+    write(&files.cert, &other.key);
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen.tls_key") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+
+    write(&files.dir.join("missing.crt"), &files.key);
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen.tls_cert") && stderr.contains("missing.crt"),
+        "{stderr}"
+    );
+}
