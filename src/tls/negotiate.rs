@@ -80,7 +80,10 @@ pub async fn first_packet(
             Err(_) => {
                 return Err(Refused {
                     stream: None,
-                    error: StartupError::Timeout,
+                    error: StartupError::Tls(format!(
+                        "not finished within startup_timeout_ms ({} ms)",
+                        timeout.as_millis()
+                    )),
                 })
             }
         }
