@@ -61,17 +61,29 @@ impl ClientStream {
         match self {
             ClientStream::Plain(s) => s.try_read_buf(buf),
             ClientStream::Tls(s) => {
-                let start = buf.len();
-                let want = (buf.capacity() - start).clamp(1024, TLS_READ_CHUNK);
-                buf.resize(start + want, 0);
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(TLS_READ_CHUNK);
+                }
+                let spare = buf.spare_capacity_mut();
+                let want = spare.len().min(TLS_READ_CHUNK);
+                // Uninitialised spare capacity: zeroing 16 kB per read would cost more than it saves.
+                let mut read = ReadBuf::uninit(&mut spare[..want]);
+                let start = read.filled().as_ptr();
                 // A no-op waker: readiness is awaited by `readable`, this only polls once.
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                let mut read = ReadBuf::new(&mut buf[start..]);
                 let polled = Pin::new(&mut **s).poll_read(&mut cx, &mut read);
                 let n = read.filled().len();
-                buf.truncate(start + n);
+                if read.filled().as_ptr() != start {
+                    return Err(io::Error::other("TLS reader replaced the read buffer"));
+                }
                 match polled {
-                    Poll::Ready(Ok(())) => Ok(n),
+                    Poll::Ready(Ok(())) => {
+                        // SAFETY: `ReadBuf` vouches that its first `n` bytes, which are the first
+                        // `n` bytes of `buf`'s spare capacity (same pointer, checked above), were
+                        // initialised by the reader.
+                        unsafe { buf.set_len(buf.len() + n) };
+                        Ok(n)
+                    }
                     Poll::Ready(Err(e)) => Err(e),
                     Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
                 }
