@@ -15,6 +15,9 @@
 #   --workers N           pgscale listen.workers (default: pgscale's own default)
 #   --replicas N          also start N streaming replicas of the primary and a second pgscale, pgscale-rw,
 #                         that sends reads to them (default 0: no replicas, no pgscale-rw)
+#   --tls                 pgscale offers client TLS (tls_mode = "allow", a self-signed certificate from
+#                         openssl) and a pgscale-tls target runs the same tests through it with
+#                         PGSSLMODE=require (the pgscale target then uses PGSSLMODE=disable); a TLS table follows
 #   --no-pgscale          leave pgscale out
 #   --no-build            don't run cargo build --release; use the existing binary
 #   --no-pgbouncer        leave PgBouncer out
@@ -31,7 +34,7 @@ warn() { echo "!! $*" >&2; }
 
 DURATION=20 CLIENTS="1 16 64" ROUNDS=2 SCALE=10 POOL=20 IDLE=2000 OUT=bench-results.md WORKERS="" REPLICAS=0
 TESTS="select tpcb extended prepared"
-USE_PGSCALE=1 BUILD=1 USE_BOUNCER=1 INSTALL_BOUNCER=0
+USE_PGSCALE=1 BUILD=1 USE_BOUNCER=1 INSTALL_BOUNCER=0 TLS=0
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
     --out) need_arg "$@"; OUT=$2; shift 2 ;;
     --workers) need_arg "$@"; WORKERS=$2; shift 2 ;;
     --replicas) need_arg "$@"; REPLICAS=$2; shift 2 ;;
+    --tls) TLS=1; shift ;;
     --no-pgscale) USE_PGSCALE=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --no-pgbouncer) USE_BOUNCER=0; shift ;;
@@ -85,6 +89,7 @@ for b in initdb pg_ctl postgres pgbench pg_isready psql; do
 done
 [ "$REPLICAS" = 0 ] || [ -x "$PG_BIN/pg_basebackup" ] || die "$PG_BIN/pg_basebackup not found (needed by --replicas)"
 command -v python3 >/dev/null || die "python3 is needed"
+[ "$TLS" = 0 ] || command -v openssl >/dev/null || die "openssl is needed by --tls (to make the certificate)"
 command -v timeout >/dev/null || die "timeout (coreutils) is needed"
 if [ "$(id -u)" = 0 ]; then
   id postgres >/dev/null 2>&1 || die "running as root needs a 'postgres' user to run Postgres and PgBouncer as"
@@ -218,6 +223,11 @@ pgscale_config() {
   for u in "$@"; do list="$list${list:+, }\"$u\""; done
   echo "[listen]"
   echo "address = \"127.0.0.1:$port\""
+  if [ "$TLS" = 1 ]; then
+    echo "tls_mode = \"allow\""
+    echo "tls_cert = \"$WORK/tls.crt\""
+    echo "tls_key = \"$WORK/tls.key\""
+  fi
   [ -n "$WORKERS" ] && echo "workers = $WORKERS"
   [ "$IDLE" -ge 9000 ] && echo "max_client_conn = $((IDLE + 1000))"
   echo "[pool]"
@@ -251,6 +261,11 @@ if [ "$USE_PGSCALE" = 1 ]; then
     skip_pgscale "$PGSCALE_BIN not found"
   else
     PSPORT=$(free_port)
+    if [ "$TLS" = 1 ]; then
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >"$WORK/openssl.log" 2>&1 \
+        || { cat "$WORK/openssl.log" >&2; die "openssl could not make the --tls certificate"; }
+    fi
     pgscale_config "$PSPORT" >"$WORK/pgscale.toml"
     say "starting pgscale on 127.0.0.1:$PSPORT"
     RUST_LOG=${RUST_LOG:-warn} "$PGSCALE_BIN" serve --config "$WORK/pgscale.toml" >"$WORK/pgscale.log" 2>&1 &
@@ -408,7 +423,8 @@ run() {
   fi
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   # shellcheck disable=SC2086
-  run_child "$out" timeout --foreground -k 5 $((DURATION * 3 + 60)) "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres \
+  run_child "$out" env PGSSLMODE="$(sslmode_of "$target")" \
+    timeout --foreground -k 5 $((DURATION * 3 + 60)) "$PG_BIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres \
     -n -T "$DURATION" -c "$clients" -j "$jobs" ${TEST_ARGS[$test]} postgres || rc=$?
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
   cp "$out" "$WORK/res/log.$target.$test.$clients.$round"
@@ -482,14 +498,20 @@ TARGETS="direct"
 # pgscale-rw right after direct: the previous proxy run is then one direct run back, so less waiting in settle.
 [ -n "$RWPORT" ] && TARGETS="$TARGETS pgscale-rw"
 [ -n "$PSPORT" ] && TARGETS="$TARGETS pgscale"
+[ -n "$PSPORT" ] && [ "$TLS" = 1 ] && TARGETS="$TARGETS pgscale-tls"
 [ -n "$BNPORT" ] && TARGETS="$TARGETS pgbouncer"
 port_of() {
   case $1 in
-    direct) echo "$PGPORT" ;; pgscale) echo "$PSPORT" ;; pgscale-rw) echo "$RWPORT" ;; pgbouncer) echo "$BNPORT" ;;
+    direct) echo "$PGPORT" ;; pgscale|pgscale-tls) echo "$PSPORT" ;; pgscale-rw) echo "$RWPORT" ;;
+    pgbouncer) echo "$BNPORT" ;;
   esac
 }
+# With --tls, only pgscale-tls uses TLS; otherwise libpq's default (prefer: no server here offers TLS).
+sslmode_of() {
+  case $TLS.$1 in 1.pgscale-tls) echo require ;; 1.*) echo disable ;; *) echo prefer ;; esac
+}
 pid_of() {
-  case $1 in direct) echo "" ;; pgscale) echo "$PSPID" ;; pgscale-rw) echo "$RWPID" ;; pgbouncer) echo "$BNPID" ;; esac
+  case $1 in direct) echo "" ;; pgscale|pgscale-tls) echo "$PSPID" ;; pgscale-rw) echo "$RWPID" ;; pgbouncer) echo "$BNPID" ;; esac
 }
 nruns=$(( ROUNDS * $(wc -w <<<"$TESTS") * $(wc -w <<<"$CLIENTS") * $(wc -w <<<"$TARGETS") ))
 minutes=$(( nruns * (DURATION + 1) / 60 + 1 ))
@@ -642,6 +664,23 @@ txns_sum() {
         echo "| ${TEST_NAME[$test]} | $c | $dt | $pt | $bt | $(ratio "$pt" "$dt") | $(ratio "$pt" "$bt")" \
           "| $(agg "$d" 3 3) | $(agg "$p" 3 3) | $(agg "$b" 3 3) | $(agg "$p" 5 1) | $(agg "$b" 5 1)" \
           "| $(total_failed "$d") / $(total_failed "$p") / $(total_failed "$b") |"
+      done
+    done
+  fi
+  if [ "$TLS" = 1 ]; then
+    echo
+    echo "Client TLS: the same pgscale process (tls_mode = \"allow\", ECDSA P-256 certificate), pgbench with" \
+      "PGSSLMODE=disable (plain) and PGSSLMODE=require (TLS); the proxy-to-Postgres side is plain in both."
+    echo
+    echo "| test | clients | TPS plain | TPS TLS | TLS/plain | latency ms plain | latency ms TLS" \
+      "| CPU µs/txn plain | CPU µs/txn TLS | failed txns plain / TLS |"
+    echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    for test in $TESTS; do
+      for c in $CLIENTS; do
+        p="$WORK/res/pgscale.$test.$c" t="$WORK/res/pgscale-tls.$test.$c"
+        pt=$(agg "$p" 2 0) tt=$(agg "$t" 2 0)
+        echo "| ${TEST_NAME[$test]} | $c | $pt | $tt | $(ratio "$tt" "$pt") | $(agg "$p" 3 3) | $(agg "$t" 3 3)" \
+          "| $(agg "$p" 5 1) | $(agg "$t" 5 1) | $(total_failed "$p") / $(total_failed "$t") |"
       done
     done
   fi

@@ -48,6 +48,8 @@ pub enum DemoError {
     Cluster(#[from] ClusterError),
     #[error("writing the demo's config failed: {0}")]
     WriteConfig(#[source] std::io::Error),
+    #[error("generating the demo's certificate failed: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the demo's config does not load: {0}")]
     Config(#[from] LoadError),
     #[error("starting the proxy failed: {0}")]
@@ -68,6 +70,9 @@ pub struct DemoOptions {
     pub replicas: usize,
     /// Port of the Prometheus endpoint (0: any free port; the demo prints the URL).
     pub metrics_port: u16,
+    /// Client TLS: a generated CA and server certificate (written next to the config) and
+    /// `tls_mode = "require"`; the printed URLs say `sslmode=require`.
+    pub tls: bool,
 }
 
 /// The demo's servers and proxy; dropping the servers stops them.
@@ -104,10 +109,18 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     ));
     let config_path = dir.join("pgscale.toml");
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(
-            &config_path,
-            config_toml(options.port, options.metrics_port, &shards, sharded),
-        )
+        let tls = if options.tls {
+            Some(write_certs(&dir)?)
+        } else {
+            None
+        };
+        let mut text = config_toml(options.port, options.metrics_port, &shards, sharded);
+        if let Some([_, cert, key]) = &tls {
+            text = text
+                .replacen("[listen]\n", &tls_toml(cert, key), 1)
+                .replacen("/pgscale -c", "/pgscale?sslmode=require -c", 1);
+        }
+        std::fs::write(&config_path, text)
     });
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&dir);
@@ -127,7 +140,10 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         }
     };
 
-    let lines = lines(&proxy, &shards, &config_path, sharded);
+    let mut lines = lines(&proxy, &shards, &config_path, sharded);
+    if options.tls {
+        tls_lines(&mut lines, &dir);
+    }
     let servers = shards
         .into_iter()
         .flat_map(|shard| std::iter::once(shard.primary).chain(shard.replicas))
@@ -185,6 +201,49 @@ fn config_toml(port: u16, metrics_port: u16, shards: &[LocalShard], sharded: boo
         ));
     }
     text
+}
+
+/// A CA and a server certificate for localhost and 127.0.0.1, written under `dir`: `[ca, cert, key]`.
+fn write_certs(dir: &Path) -> std::io::Result<[PathBuf; 3]> {
+    let certs = crate::tls::certs::generate(&["localhost", "127.0.0.1"])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::tls::certs::write_to(&certs, dir)
+}
+
+/// `[listen]` with client TLS required.
+fn tls_toml(cert: &Path, key: &Path) -> String {
+    format!(
+        "[listen]\n# Clients must use TLS (sslmode=require); the CA that signed the certificate is \
+         ca.crt next to this file.\ntls_mode = \"require\"\ntls_cert = {}\ntls_key = {}\n",
+        quoted(&cert.display().to_string()),
+        quoted(&key.display().to_string())
+    )
+}
+
+/// The printed URLs with `sslmode=require`, the CA's path, and a `verify-full` psql command.
+fn tls_lines(lines: &mut Vec<String>, dir: &Path) {
+    let ca = dir.join("ca.crt");
+    for line in lines.iter_mut() {
+        // Only the proxy's URLs (DATABASE_URL, ADMIN_URL and the commands), not BACKEND lines.
+        if line.starts_with("BACKEND") {
+            continue;
+        }
+        let starts: Vec<usize> = line.match_indices("postgres://").map(|(i, _)| i).collect();
+        for start in starts.into_iter().rev() {
+            let end = line[start..]
+                .find(['"', ' '])
+                .map_or(line.len(), |i| start + i);
+            line.insert_str(end, "?sslmode=require");
+        }
+    }
+    lines.push(format!("CA_CERT={}", ca.display()));
+    if let Some(url) = lines.iter().find_map(|l| l.strip_prefix("DATABASE_URL=")) {
+        let verify = url.replace("@127.0.0.1:", "@localhost:").replace(
+            "sslmode=require",
+            &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        );
+        lines.push(format!("psql \"{verify}\"   # verifies the certificate"));
+    }
 }
 
 /// A TOML basic string holding `s`, escaped.

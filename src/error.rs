@@ -56,6 +56,9 @@ pub enum ClientError {
     FanoutTooLarge(String),
     #[error("prepared statement \"{name}\" does not exist")]
     UnknownPreparedStatement { name: String },
+    /// A plaintext login while `listen.tls_mode = "require"` (Postgres' pg_hba "no encryption").
+    #[error("connection for user \"{user}\" refused: no encryption; this proxy requires TLS (listen.tls_mode = \"require\"): connect with sslmode=require")]
+    TlsRequired { user: String },
 }
 
 impl ClientError {
@@ -80,6 +83,7 @@ impl ClientError {
             ClientError::ShardRouting(_) => "0A000",
             ClientError::ShardUnavailable(_) => "08006",
             ClientError::FanoutTooLarge(_) => "54000",
+            ClientError::TlsRequired { .. } => "28000",
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`error`]: the errors clients see, with their SQLSTATEs.
 //! - [`local_cluster`]: throwaway local Postgres servers for `pgscale demo` and the tests.
 //! - [`demo`]: `pgscale demo`.
+//! - [`tls`]: TLS between clients and the proxy (rustls), certificate generation.
 #![deny(clippy::unwrap_used)]
 
 pub mod admin;
@@ -37,3 +38,4 @@ pub mod session;
 pub mod shard_of;
 pub mod sharding;
 pub mod stats;
+pub mod tls;

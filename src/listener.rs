@@ -30,6 +30,8 @@ pub enum ListenError {
     Topology(String),
     #[error("invalid metrics address: {0}")]
     MetricsAddress(String),
+    #[error("client TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -82,6 +84,7 @@ async fn start_with_path(
 ) -> Result<RunningProxy, ListenError> {
     let metrics_bind = config.metrics_addr().map_err(ListenError::MetricsAddress)?;
     let addr = config.listen_addr().map_err(ListenError::Address)?;
+    let tls = crate::tls::acceptor_for(&config.listen)?;
     let (listener, local_addr) = bind(addr).await?;
     let metrics_listener = match metrics_bind {
         Some(addr) => Some(bind(addr).await?),
@@ -92,6 +95,7 @@ async fn start_with_path(
     let hard_stop = CancellationToken::new();
     let shared = Shared::new(Arc::new(config), path, shutdown.clone(), hard_stop.clone())
         .map_err(ListenError::Topology)?;
+    shared.tls.store(tls);
     let pollers =
         crate::pool::health::Pollers::start(shared.topology(), shared.config(), &hard_stop);
     if let Ok(mut health) = shared.health.lock() {
@@ -113,7 +117,7 @@ async fn start_with_path(
             .run_janitor(JANITOR_PERIOD, hard_stop.clone()),
     );
     let accept = tokio::spawn(accept_loop(listener, shared.clone(), tracker.clone()));
-    tracing::info!(%local_addr, ?metrics_addr, mode = ?shared.config().pool.mode, "pgscale listening");
+    tracing::info!(%local_addr, ?metrics_addr, mode = ?shared.config().pool.mode, tls = shared.config().listen.tls_mode.as_str(), "pgscale listening");
     Ok(RunningProxy {
         local_addr,
         metrics_addr,

@@ -59,6 +59,9 @@ enum Command {
         /// Port for the Prometheus endpoint (0: any free port; METRICS_URL says which).
         #[arg(long, default_value_t = 0)]
         metrics_port: u16,
+        /// Require TLS from clients, with a generated CA and certificate (URLs say sslmode=require).
+        #[arg(long)]
+        tls: bool,
     },
     /// Add shards online: plan, copy, catchup, verify, cleanup, status (see README).
     Reshard {
@@ -87,12 +90,14 @@ fn main() -> ExitCode {
             shards,
             replicas,
             metrics_port,
+            tls,
         } => {
             let options = pgscale::demo::DemoOptions {
                 port,
                 shards: shards.map(|n| n as usize),
                 replicas,
                 metrics_port,
+                tls,
             };
             runtime(0).and_then(|rt| rt.block_on(demo(options)))
         }
@@ -168,6 +173,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                     .address
                     .as_deref()
                     .map_or("off".to_string(), |a| format!("at http://{a}/metrics")),
+            );
+            println!(
+                "client TLS: {}",
+                match (&config.listen.tls_cert, config.listen.tls_mode) {
+                    (Some(cert), mode) if mode != pgscale::tls::TlsMode::Disable =>
+                        format!("{} (certificate {cert})", mode.as_str()),
+                    (_, mode) => mode.as_str().to_string(),
+                }
             );
             ExitCode::SUCCESS
         }

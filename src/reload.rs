@@ -59,11 +59,14 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
         let config = Config::load(&path).map_err(|e| ReloadError::Load(e.to_string()))?;
         // SCRAM verifiers of plain passwords cost thousands of hash rounds each: off the runtime.
         let secrets = client_auth::scram_secrets(&config.users);
-        Ok::<_, ReloadError>((config, secrets))
+        // Certificate files are re-read too: new connections get the new certificate.
+        let tls = crate::tls::acceptor_for(&config.listen)
+            .map_err(|e| ReloadError::Load(e.to_string()))?;
+        Ok::<_, ReloadError>((config, secrets, tls))
     })
     .await
     .map_err(|e| ReloadError::Load(format!("reading the config failed: {e}")))?;
-    let (config, scram_secrets) = loaded?;
+    let (config, scram_secrets, tls) = loaded?;
     let old = shared.live();
     let problems = restart_only_changes(&old.config, &config);
     if !problems.is_empty() {
@@ -108,6 +111,7 @@ pub(crate) async fn install_config(
         scram_secrets,
         topology: topology.clone(),
     });
+    shared.tls.store(tls);
     for backend in topology.backends() {
         backend.health.retime(&config.health);
     }
@@ -161,6 +165,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         "listen.workers",
         old.listen.workers != new.listen.workers,
         "threads are started at start",
+    );
+    check(
+        "listen.tls_mode",
+        old.listen.tls_mode != new.listen.tls_mode,
+        "clients were told at login whether TLS is offered",
     );
     check(
         "pool.mode",

@@ -217,3 +217,70 @@ fn demo_with_shards_writes_a_sharded_config_and_the_schema_on_every_shard() {
         "the demo deletes its config on exit"
     );
 }
+
+#[test]
+fn demo_tls_prints_sslmode_require_urls_that_psql_uses() {
+    let port = free_port();
+    let (child, lines) = start_demo(&["--tls", "--port", &port.to_string()]);
+    let url = values(&lines, "DATABASE_URL=")
+        .first()
+        .expect("DATABASE_URL line")
+        .to_string();
+    assert!(url.ends_with("?sslmode=require"), "{url}");
+    let out = psql(&url, "select current_user");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "app",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The certificate verifies against the printed CA.
+    let ca = values(&lines, "CA_CERT=")
+        .first()
+        .expect("CA_CERT line")
+        .to_string();
+    let verify = format!(
+        "{}&sslrootcert={ca}",
+        url.replace("@127.0.0.1:", "@localhost:")
+            .replace("sslmode=require", "sslmode=verify-full")
+    );
+    let out = psql(&verify, "select 'verified'");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "verified",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plaintext is refused.
+    let out = psql(
+        &url.replace("sslmode=require", "sslmode=disable"),
+        "select 1",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sslmode=require"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin = values(&lines, "ADMIN_URL=")
+        .first()
+        .expect("ADMIN_URL")
+        .to_string();
+    assert!(admin.ends_with("/pgscale?sslmode=require"), "{admin}");
+    let out = psql(&admin, "SHOW VERSION");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pgscale "));
+    let config = values(&lines, "CONFIG=")
+        .first()
+        .expect("CONFIG")
+        .to_string();
+    let dir = std::path::Path::new(&config)
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    assert!(dir.join("server.key").exists());
+    stop_demo(child);
+    assert!(
+        !dir.exists(),
+        "the demo's certificates are deleted with its config"
+    );
+}

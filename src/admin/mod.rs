@@ -15,9 +15,9 @@ mod table;
 
 use std::sync::Arc;
 
+use crate::tls::ClientStream;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use crate::config::Config;
 use crate::protocol::codec::{self, BodyReader};
@@ -59,7 +59,7 @@ type Prepared = Result<Command, String>;
 
 /// One console connection, after authentication.
 struct Console {
-    client: TcpStream,
+    client: ClientStream,
     shared: Arc<Shared>,
     rights: Rights,
     user: String,
@@ -73,7 +73,7 @@ struct Console {
 
 /// Serves an authenticated client that asked for the admin database.
 pub async fn serve(
-    mut client: TcpStream,
+    mut client: ClientStream,
     shared: Arc<Shared>,
     config: &Config,
     listing: ClientListing,

@@ -69,6 +69,13 @@ pub struct ListenConfig {
     /// Threads serving clients: 1 = a single thread (least CPU per transaction on small machines),
     /// 0 = one per core.
     pub workers: usize,
+    /// Client TLS: `disable` (SSLRequest answered `N`), `allow` (TLS offered, plaintext accepted) or
+    /// `require` (plaintext logins refused with `28000`). Changing it needs a restart.
+    pub tls_mode: crate::tls::TlsMode,
+    /// PEM certificate chain (server certificate first) for client TLS; re-read on reload.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`; re-read on reload.
+    pub tls_key: Option<String>,
 }
 
 impl Default for ListenConfig {
@@ -81,6 +88,9 @@ impl Default for ListenConfig {
             startup_timeout_ms: 15_000,
             shutdown_timeout_ms: 30_000,
             workers: 0,
+            tls_mode: crate::tls::TlsMode::Disable,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -57,6 +57,9 @@ impl Config {
                 }
             }
         }
+        for (field, message) in crate::tls::config_problems(&self.listen) {
+            add(field, message);
+        }
         if self.metrics.max_connections == 0 {
             add(
                 "metrics.max_connections".into(),

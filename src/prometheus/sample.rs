@@ -46,6 +46,7 @@ pub(super) fn sample(m: &Metrics, shared: &Shared) {
         ("max_client_conn", &stats.refused_max_client_conn),
         ("auth", &stats.refused_auth),
         ("startup", &stats.refused_startup),
+        ("tls_handshake", &stats.tls_handshakes_failed),
     ] {
         m.counter(
             "pgscale_client_connections_refused_total",

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::tls::ClientStream;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 use super::codec::{self, BodyReader};
 use super::md5::{md5_secret, md5_verify};
@@ -41,7 +41,7 @@ pub fn scram_secrets(users: &[UserConfig]) -> HashMap<String, ScramSecret> {
 
 /// Runs the exchange for `user_name` (configured as `user`, if at all) and sends `AuthenticationOk`.
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     user_name: &str,
     user: Option<&UserConfig>,
     secrets: &HashMap<String, ScramSecret>,
@@ -83,7 +83,7 @@ pub async fn authenticate(
 }
 
 async fn scram_exchange(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     mut server: ScramServer,
     user_name: &str,
 ) -> Result<(), ClientError> {
@@ -126,7 +126,7 @@ fn protocol(e: codec::CodecError) -> ClientError {
     ClientError::ProtocolViolation(format!("malformed authentication message: {e}"))
 }
 
-async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ClientError> {
+async fn send(stream: &mut ClientStream, out: &mut BytesMut) -> Result<(), ClientError> {
     stream
         .write_all(out)
         .await
@@ -136,7 +136,7 @@ async fn send(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ClientEr
 }
 
 /// Reads one `PasswordMessage` ('p') body.
-async fn read_password_message(stream: &mut TcpStream) -> Result<BytesMut, ClientError> {
+async fn read_password_message(stream: &mut ClientStream) -> Result<BytesMut, ClientError> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
         match codec::peek_header(&buf, MAX_AUTH_MESSAGE) {

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
+
+use crate::tls::ClientStream;
 
 use super::codec::BodyReader;
 
@@ -19,7 +20,12 @@ const CANCEL_REQUEST: i32 = 80_877_102;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstPacket {
     Startup(StartupMessage),
-    Cancel { pid: i32, secret: i32 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
+    /// An SSLRequest while TLS is offered: the caller answers `S` and does the handshake.
+    SslRequest,
 }
 
 /// A v3 startup message: the protocol version and the parameters, in the client's order.
@@ -71,12 +77,21 @@ pub enum StartupError {
     NoUser,
     #[error("startup timed out")]
     Timeout,
+    #[error("received unencrypted data after SSL request")]
+    UnencryptedAfterSslRequest,
+    #[error("SSL or GSS encryption requested again after TLS was established")]
+    NegotiationAfterTls,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
-/// Reads packets until a startup or cancel request arrives, answering `N` to SSL and GSS encryption requests.
+/// Reads packets until a startup or cancel request arrives, answering `N` to GSS encryption requests
+/// and to SSL requests unless `offer_tls` (then [`FirstPacket::SslRequest`] is returned). Over TLS,
+/// another encryption request is a protocol violation.
 pub async fn read_first_packet(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     timeout: Duration,
+    offer_tls: bool,
 ) -> Result<FirstPacket, StartupError> {
     tokio::time::timeout(timeout, async {
         loop {
@@ -86,6 +101,10 @@ pub async fn read_first_packet(
                 .i32()
                 .map_err(|_| StartupError::Malformed("no code"))?;
             match code {
+                SSL_REQUEST | GSSENC_REQUEST if stream.is_tls() => {
+                    return Err(StartupError::NegotiationAfterTls)
+                }
+                SSL_REQUEST if offer_tls => return Ok(FirstPacket::SslRequest),
                 SSL_REQUEST | GSSENC_REQUEST => stream.write_all(b"N").await?,
                 CANCEL_REQUEST => {
                     let pid = reader
@@ -104,7 +123,7 @@ pub async fn read_first_packet(
     .map_err(|_| StartupError::Timeout)?
 }
 
-async fn read_untyped(stream: &mut TcpStream) -> Result<BytesMut, StartupError> {
+async fn read_untyped(stream: &mut ClientStream) -> Result<BytesMut, StartupError> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}

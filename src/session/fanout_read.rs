@@ -7,7 +7,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::select_all;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::fanout::{self, ShardCall, ShardFailure};
 use super::scatter::{shard_result_formats, Request};

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
 use super::{EndReason, Flow, Session};
 use crate::config::{PoolMode, ServerReset};

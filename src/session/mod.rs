@@ -48,6 +48,7 @@ use crate::router::session_ops::SessionOp;
 use crate::sharding::scatter_cache::ScatterPlans;
 use crate::sharding::Sharding;
 use crate::stats::Stats;
+use crate::tls::ClientStream;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use functions::Catalogs;
@@ -109,6 +110,9 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
     /// Process ids handed to clients in transaction mode (they never match a real server).
     pub next_pid: AtomicI32,
+    /// The client-side TLS acceptor (None: `tls_mode = "disable"`); a reload swaps it, so new
+    /// connections get re-read certificate files.
+    pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -148,6 +152,7 @@ impl Shared {
             shutdown,
             hard_stop,
             next_pid: AtomicI32::new(1_000_000),
+            tls: arc_swap::ArcSwapOption::empty(),
         }))
     }
 }
@@ -218,7 +223,7 @@ pub(crate) enum Flow {
 
 /// A logged-in client.
 pub(crate) struct Session {
-    client: TcpStream,
+    client: ClientStream,
     shared: Arc<Shared>,
     /// This client's pool on the primary.
     pool: Arc<Pool>,

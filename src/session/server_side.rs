@@ -3,7 +3,6 @@
 //! `ParameterStatus`); rows stream through without being decoded or buffered whole.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::pending::{Action, Event};
 use super::state;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::meter::Meter;
@@ -21,14 +20,15 @@ use crate::pool::{Pool, PoolKey, PoolSettings};
 use crate::protocol::client_auth;
 use crate::protocol::codec;
 use crate::protocol::startup::{
-    clip_name, parse_options, read_first_packet, FirstPacket, StartupError, StartupMessage,
+    clip_name, parse_options, FirstPacket, StartupError, StartupMessage,
 };
 use crate::stats::NewClient;
+use crate::tls::ClientStream;
 
 /// Runs the startup phase. `Ok(None)` when the connection was only a cancel request.
 /// `admin_only`: a slot reserved for `[admin] users`; anyone else is refused once authenticated.
 pub(super) async fn login(
-    mut client: TcpStream,
+    tcp: TcpStream,
     shared: &Arc<Shared>,
     admin_only: bool,
 ) -> Result<Option<Session>, EndReason> {
@@ -37,15 +37,20 @@ pub(super) async fn login(
     let live = shared.live();
     let config = live.config.clone();
     let timeout = Duration::from_millis(config.listen.startup_timeout_ms);
-    let startup = match read_first_packet(&mut client, timeout).await {
-        Ok(FirstPacket::Cancel { pid, secret }) => {
-            shared.cancels.cancel(pid, secret).await;
-            return Ok(None);
-        }
-        Ok(FirstPacket::Startup(m)) => m,
-        Err(e) => {
-            let error = match e {
+    let tls = shared.tls.load_full();
+    let (mut client, first) = match crate::tls::negotiate::first_packet(tcp, tls, timeout).await {
+        Ok(found) => found,
+        Err(refused) => {
+            let error = match refused.error {
                 StartupError::Closed | StartupError::Io(_) => return Err(EndReason::ClientGone),
+                StartupError::Tls(e) => {
+                    shared
+                        .stats
+                        .tls_handshakes_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(error = %e, "client TLS handshake failed");
+                    return Err(EndReason::StartupFailed);
+                }
                 StartupError::Timeout => ClientError::StartupTimeout {
                     ms: config.listen.startup_timeout_ms,
                 },
@@ -55,9 +60,29 @@ pub(super) async fn login(
                 other => ClientError::ProtocolViolation(other.to_string()),
             };
             shared.stats.refused_startup.fetch_add(1, Ordering::Relaxed);
-            return Err(refuse(&mut client, error).await);
+            return match refused.stream {
+                Some(mut client) => Err(refuse(&mut client, error).await),
+                None => {
+                    tracing::info!(error = %error, "client closed at startup");
+                    Err(EndReason::StartupFailed)
+                }
+            };
         }
     };
+    let startup = match first {
+        FirstPacket::Cancel { pid, secret } => {
+            shared.cancels.cancel(pid, secret).await;
+            return Ok(None);
+        }
+        FirstPacket::Startup(m) => m,
+        // Only returned when TLS is offered, and then handled by `first_packet`.
+        FirstPacket::SslRequest => return Err(EndReason::StartupFailed),
+    };
+    if config.listen.tls_mode == crate::tls::TlsMode::Require && !client.is_tls() {
+        shared.stats.refused_startup.fetch_add(1, Ordering::Relaxed);
+        let user = clip_name(startup.get("user").unwrap_or_default()).to_string();
+        return Err(refuse(&mut client, ClientError::TlsRequired { user }).await);
+    }
     let user_name = clip_name(startup.get("user").unwrap_or_default()).to_string();
     let database = clip_name(
         startup
@@ -177,7 +202,7 @@ pub(super) async fn login(
 /// Lists a client that logged in (for `SHOW CLIENTS` and the metrics).
 fn list_client(
     shared: &Shared,
-    client: &TcpStream,
+    client: &ClientStream,
     startup: &StartupMessage,
     user: &str,
     database: &str,
@@ -195,7 +220,7 @@ fn list_client(
 
 /// Answers a request for a newer minor protocol version or `_pq_.` options with what we support.
 async fn negotiate_version(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     startup: &StartupMessage,
 ) -> Result<(), EndReason> {
     let unknown: Vec<&str> = startup
@@ -373,7 +398,7 @@ impl Session {
 }
 
 /// Sends a fatal error during startup and ends the connection.
-async fn refuse(client: &mut TcpStream, error: ClientError) -> EndReason {
+async fn refuse(client: &mut ClientStream, error: ClientError) -> EndReason {
     tracing::info!(error = %error, code = error.sqlstate(), "client refused at startup");
     let mut out = BytesMut::new();
     error.write(&mut out);

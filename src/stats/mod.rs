@@ -88,6 +88,8 @@ pub struct Stats {
     pub refused_max_client_conn: AtomicU64,
     pub refused_auth: AtomicU64,
     pub refused_startup: AtomicU64,
+    /// Client TLS handshakes that failed or timed out (the connection was closed).
+    pub tls_handshakes_failed: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     /// When the proxy started (for `SHOW STATS` averages).

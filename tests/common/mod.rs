@@ -5,6 +5,7 @@
 pub mod metrics;
 pub mod raw;
 pub mod tls;
+pub mod tls_client;
 
 use std::process::Command;
 use std::sync::Arc;
