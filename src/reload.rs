@@ -73,6 +73,7 @@ async fn apply(shared: &Arc<Shared>) -> Result<Reloaded, ReloadError> {
         return Err(ReloadError::NeedsRestart(problems));
     }
     let changes = install_config(shared, config, scram_secrets).await?;
+    shared.tls.store(tls);
     Ok(Reloaded { changes })
 }
 
@@ -111,7 +112,6 @@ pub(crate) async fn install_config(
         scram_secrets,
         topology: topology.clone(),
     });
-    shared.tls.store(tls);
     for backend in topology.backends() {
         backend.health.retime(&config.health);
     }

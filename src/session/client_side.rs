@@ -2,7 +2,6 @@
 //! changes noted, then batched to the server in one write.
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::pending::{Expect, ParseTrack};
 use super::prepared::{reads_prepared_statements, rename, sql_prepares, PreparedStatement};

@@ -238,11 +238,12 @@ impl Session {
 
 /// Resolves when the client closed its connection or sent `Terminate`; stays pending while it
 /// sends anything else (read later, in turn).
-async fn client_leaves(client: &tokio::net::TcpStream) {
+async fn client_leaves(client: &crate::tls::ClientStream) {
     let mut first = [0u8; 1];
-    match client.peek(&mut first).await {
+    // Over TLS the bytes are encrypted: only a closed socket tells the client left.
+    match client.tcp().peek(&mut first).await {
         Ok(0) | Err(_) => {}
-        Ok(_) if first[0] == b'X' => {}
+        Ok(_) if !client.is_tls() && first[0] == b'X' => {}
         Ok(_) => std::future::pending().await,
     }
 }

@@ -229,6 +229,69 @@ impl TableInfo {
             .collect())
     }
 
+    /// The rows whose primary keys (text values, in key order) are in `pks`; absent ones are
+    /// simply not returned. `verify` re-reads the rows it found different this way.
+    pub async fn rows_by_pk(
+        &self,
+        client: &Client,
+        shard: &str,
+        pks: &[Vec<String>],
+    ) -> Result<Vec<ScannedRow>, ReshardError> {
+        let key = match &self.key {
+            Some((column, _)) => format!("t.{}::text", quote_ident(column)),
+            None => "NULL::text".to_string(),
+        };
+        let pk_text: Vec<String> = self
+            .pk
+            .iter()
+            .map(|(c, _)| format!("t.{}::text", quote_ident(c)))
+            .collect();
+        let params: Vec<String> = (1..=self.pk.len())
+            .map(|i| format!("${i}::text[]"))
+            .collect();
+        let names: Vec<String> = (1..=self.pk.len()).map(|i| format!("c{i}")).collect();
+        let on: Vec<String> = self
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, (c, ty))| format!("t.{} = d.c{}::{ty}", quote_ident(c), i + 1))
+            .collect();
+        let sql = format!(
+            "SELECT {key}, ARRAY[{}], to_jsonb(t)::text FROM {} t \
+             JOIN unnest({}) AS d({}) ON {}",
+            pk_text.join(", "),
+            self.qualified(),
+            params.join(", "),
+            names.join(", "),
+            on.join(" AND ")
+        );
+        let mut out = Vec::new();
+        for chunk in pks.chunks(1000) {
+            let columns: Vec<Vec<&str>> = (0..self.pk.len())
+                .map(|i| {
+                    chunk
+                        .iter()
+                        .map(|pk| pk.get(i).map_or("", String::as_str))
+                        .collect()
+                })
+                .collect();
+            let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+                .iter()
+                .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let rows = client.query(&sql, &args).await.map_err(on_shard(
+                shard,
+                &format!("re-reading rows of {}", self.config_name),
+            ))?;
+            out.extend(rows.iter().map(|r| ScannedRow {
+                key: r.get(0),
+                pk: r.get(1),
+                json: r.get(2),
+            }));
+        }
+        Ok(out)
+    }
+
     /// The ring hash of a scanned row's key, as the proxy computes it.
     pub fn key_hash(&self, shard: &str, row: &ScannedRow) -> Result<u64, ReshardError> {
         let (Some((_, key_type)), Some(text)) = (&self.key, &row.key) else {

@@ -14,8 +14,9 @@ use super::state::{Phase, Run};
 use super::sync::Sources;
 use super::{Reshard, ReshardError, Shards};
 
-/// Re-comparisons (each after a catch-up round) before a difference is reported.
-const RECHECK_ROUNDS: usize = 3;
+/// Re-comparisons of the rows that differed (each after a catch-up) before a difference is
+/// reported.
+const RECHECK_ROUNDS: usize = 10;
 
 /// One row of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +100,14 @@ pub async fn verify(reshard: &Reshard, out: &mut dyn Write) -> Result<VerifyRepo
 
     let mut lines = Vec::new();
     let mut stray_checked: Vec<(String, usize)> = Vec::new();
-    for job in &plan.jobs {
-        lines.push(compare(reshard, &shards, job).await?);
+    // (line index, job index, primary keys that did not match)
+    let mut problems: Vec<(usize, usize, Vec<Vec<String>>)> = Vec::new();
+    for (j, job) in plan.jobs.iter().enumerate() {
+        let (line, differing) = compare(reshard, &shards, job).await?;
+        if !differing.is_empty() {
+            problems.push((lines.len(), j, differing));
+        }
+        lines.push(line);
         let key = (job.info.config_name.clone(), job.target);
         if !job.whole && !stray_checked.contains(&key) {
             stray_checked.push(key);
@@ -109,26 +116,7 @@ pub async fn verify(reshard: &Reshard, out: &mut dyn Write) -> Result<VerifyRepo
             }
         }
     }
-    for _ in 0..RECHECK_ROUNDS {
-        if lines.iter().all(VerifyLine::ok) {
-            break;
-        }
-        writeln!(
-            out,
-            "differences found: catching up and comparing them again"
-        )?;
-        sources.catch_up(reshard, &shards, 0, 3, out).await?;
-        for (line, job) in lines.iter_mut().filter(|l| !l.ok()).filter_map(|l| {
-            let job = plan.jobs.iter().find(|j| {
-                j.info.config_name == l.table
-                    && reshard.old_names().get(j.source) == Some(&l.from)
-                    && reshard.new_names().get(j.target) == Some(&l.to)
-            });
-            job.map(|j| (l, j))
-        }) {
-            *line = compare(reshard, &shards, job).await?;
-        }
-    }
+    recheck(reshard, &shards, &plan, &sources, &mut lines, problems, out).await?;
     let report = VerifyReport { lines };
     write!(out, "{report}")?;
     writeln!(
@@ -172,12 +160,13 @@ async fn collect(
     }
 }
 
-/// The moving rows of one job on its source against the target's rows that came from there.
+/// The moving rows of one job on its source against the target's rows that came from there, and
+/// the primary keys of the rows that did not match.
 async fn compare(
     reshard: &Reshard,
     shards: &Shards,
     job: &CopyJob,
-) -> Result<VerifyLine, ReshardError> {
+) -> Result<(VerifyLine, Vec<Vec<String>>), ReshardError> {
     let from = &reshard.old_names()[job.source];
     let to = &reshard.new_names()[job.target];
     let source = collect(job, &shards.old[job.source], from, |hash| {
@@ -198,15 +187,104 @@ async fn compare(
         extra: 0,
         differing: 0,
     };
+    let mut differing = Vec::new();
     for (pk, sum) in &source {
         match target.get(pk) {
             None => line.missing += 1,
             Some(theirs) if theirs != sum => line.differing += 1,
-            Some(_) => {}
+            Some(_) => continue,
+        }
+        differing.push(pk.clone());
+    }
+    for pk in target.keys().filter(|pk| !source.contains_key(*pk)) {
+        line.extra += 1;
+        differing.push(pk.clone());
+    }
+    Ok((line, differing))
+}
+
+/// Compares the rows that differed again until they match or `RECHECK_ROUNDS` passed. Each round
+/// applies the changes written so far, then reads only those rows on the target and the source: a
+/// row written meanwhile matches in a later round, a real difference stays. So writes that go on
+/// during the verification do not raise false alarms, and each round costs only the differing rows.
+async fn recheck(
+    reshard: &Reshard,
+    shards: &Shards,
+    plan: &CopyPlan,
+    sources: &Sources,
+    lines: &mut [VerifyLine],
+    mut problems: Vec<(usize, usize, Vec<Vec<String>>)>,
+    out: &mut dyn Write,
+) -> Result<(), ReshardError> {
+    for _ in 0..RECHECK_ROUNDS {
+        problems.retain(|(_, _, pks)| !pks.is_empty());
+        if problems.is_empty() {
+            break;
+        }
+        let rows: usize = problems.iter().map(|(_, _, pks)| pks.len()).sum();
+        writeln!(
+            out,
+            "{rows} row(s) differ: catching up and comparing them again"
+        )?;
+        sources
+            .drain(reshard, shards, std::time::Duration::from_secs(60))
+            .await?;
+        for (l, j, pks) in problems.iter_mut() {
+            let job = &plan.jobs[*j];
+            let target = by_pk(
+                job,
+                &shards.new[job.target],
+                reshard.new_names(),
+                job.target,
+                pks,
+            )
+            .await?;
+            let after = by_pk(
+                job,
+                &shards.old[job.source],
+                reshard.old_names(),
+                job.source,
+                pks,
+            )
+            .await?;
+            let line = &mut lines[*l];
+            (line.missing, line.extra, line.differing) = (0, 0, 0);
+            pks.retain(|pk| match (after.get(pk), target.get(pk)) {
+                (Some(_), None) => {
+                    line.missing += 1;
+                    true
+                }
+                (None, Some(_)) => {
+                    line.extra += 1;
+                    true
+                }
+                (Some(a), Some(b)) if a != b => {
+                    line.differing += 1;
+                    true
+                }
+                _ => false,
+            });
         }
     }
-    line.extra = target.keys().filter(|pk| !source.contains_key(*pk)).count() as u64;
-    Ok(line)
+    Ok(())
+}
+
+/// Checksums of the rows with primary keys `pks` on one shard.
+async fn by_pk(
+    job: &CopyJob,
+    client: &Client,
+    names: &[String],
+    shard: usize,
+    pks: &[Vec<String>],
+) -> Result<Rows, ReshardError> {
+    let name = names.get(shard).map_or("?", String::as_str);
+    Ok(job
+        .info
+        .rows_by_pk(client, name, pks)
+        .await?
+        .into_iter()
+        .map(|row| (row.pk, xxh3_64(row.json.as_bytes())))
+        .collect())
 }
 
 /// Rows on a new target that the new ring does not give it but that came from no source it
