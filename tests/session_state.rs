@@ -31,13 +31,24 @@ async fn pid(client: &Client) -> String {
 }
 
 /// Opens a transaction on `client` on the server with backend pid `wanted` (the one another client
-/// used last). Idle connections are reused last-in first-out, but the server goes back to the pool
-/// only after its client got the answer, so on a loaded machine the first try may find it still
-/// out: retried.
+/// used last), so that client's next statement must run on another server. Idle connections are
+/// reused last-in first-out, but the server goes back to the pool only after its client got the
+/// answer, so on a loaded machine the first try may find it still out: retried. If pgscale closed
+/// that server instead of pooling it (it does so when unsure of a server's state), the other client
+/// moves anyway: then any server will do.
 async fn begin_on_server(client: &Client, wanted: &str) {
     for _ in 0..100 {
         exec(client, "BEGIN").await;
         if pid(client).await == wanted {
+            return;
+        }
+        let still_there = one(
+            client,
+            &format!("SELECT count(*)::text FROM pg_stat_activity WHERE pid = {wanted}"),
+        )
+        .await;
+        if still_there == "0" {
+            eprintln!("server {wanted} was closed rather than pooled");
             return;
         }
         exec(client, "ROLLBACK").await;
